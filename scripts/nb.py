@@ -1,0 +1,133 @@
+"""Notebook tools: build a notebook from a percent-format script, execute it in place, clean it.
+
+    python scripts/nb.py new SRC.py OUT.ipynb   # cells from "# %%" / "# %% [markdown]" markers
+    python scripts/nb.py run NB.ipynb [...]     # clean top-to-bottom run, outputs saved, cleaned
+    python scripts/nb.py clean NB.ipynb [...]   # strip volatile metadata only
+
+A committed notebook is always the result of ``run``: execution counts 1..n, outputs stored,
+volatile metadata (timings, widget state, kernel versions) stripped.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from pathlib import Path
+
+import nbformat
+
+KERNEL = {"display_name": "Python 3", "language": "python", "name": "python3"}
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+
+
+def from_percent(src: Path) -> nbformat.NotebookNode:
+    """Split a ``# %%`` script into cells; ``# %% [markdown]`` cells have their ``# `` removed."""
+    nb = nbformat.v4.new_notebook()
+    kind, lines = None, []
+
+    def flush() -> None:
+        text = "\n".join(lines).strip("\n")
+        if kind == "markdown":
+            body = "\n".join(ln[2:] if ln.startswith("# ") else ln.lstrip("#") for ln in
+                             text.splitlines())  # fmt: skip
+            nb.cells.append(nbformat.v4.new_markdown_cell(body))
+        elif kind == "code" and text.strip():
+            nb.cells.append(nbformat.v4.new_code_cell(text))
+
+    for line in src.read_text().splitlines():
+        if line.startswith("# %%"):
+            flush()
+            kind, lines = ("markdown" if "[markdown]" in line else "code"), []
+        elif kind is not None:
+            lines.append(line)
+    flush()
+    return clean(nb)
+
+
+def clean(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """Strip volatile metadata and widget views (their text/plain fallback is kept)."""
+    nb.metadata = nbformat.NotebookNode(
+        kernelspec=KERNEL, language_info={"name": "python", "pygments_lexer": "ipython3"}
+    )
+    for i, cell in enumerate(nb.cells):
+        cell.id = f"cell-{i:03d}"
+        for key in ("execution", "ExecuteTime", "collapsed", "scrolled"):
+            cell.metadata.pop(key, None)
+        for out in cell.get("outputs", []):
+            data = out.get("data")
+            if data is not None:
+                data.pop(WIDGET_MIME, None)
+            out.get("metadata", {}).pop("transient", None)
+        if cell.cell_type == "code":
+            cell.outputs = [o for o in cell.outputs if o.get("data", True) != {}]
+    return nb
+
+
+def _tree_rss(pid: int) -> int:
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        procs = [proc, *proc.children(recursive=True)]
+    except psutil.Error:
+        return 0
+    total = 0
+    for p in procs:
+        try:
+            total += p.memory_info().rss
+        except psutil.Error:
+            pass
+    return total
+
+
+def execute(path: Path, timeout: int = 900, save: bool = True) -> tuple[float, float]:
+    """Run a notebook top to bottom in its own folder; return (seconds, peak kernel RSS in MB)."""
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(path, as_version=4)
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                            resources={"metadata": {"path": str(path.parent)}})  # fmt: skip
+    peak, done = [0], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            km = getattr(client, "km", None)
+            pid = getattr(getattr(km, "provisioner", None), "pid", None) if km else None
+            if pid:
+                peak[0] = max(peak[0], _tree_rss(pid))
+            time.sleep(0.1)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    start = time.perf_counter()
+    try:
+        client.execute()
+    finally:
+        seconds = time.perf_counter() - start
+        done.set()
+        sampler.join()
+    if save:
+        nbformat.write(clean(nb), path)
+    return seconds, peak[0] / 2**20
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) < 2 or argv[0] not in ("new", "run", "clean"):
+        print(__doc__)
+        return 2
+    if argv[0] == "new":
+        nbformat.write(from_percent(Path(argv[1])), Path(argv[2]))
+        return 0
+    for name in argv[1:]:
+        path = Path(name)
+        if argv[0] == "clean":
+            nbformat.write(clean(nbformat.read(path, as_version=4)), path)
+            continue
+        seconds, peak_mb = execute(path)
+        print(f"{path}: {seconds:.1f} s, peak kernel memory {peak_mb:.0f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
