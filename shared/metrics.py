@@ -8,10 +8,28 @@ implementations (scikit-learn, and for text metrics ``rouge-score`` / ``sacreble
 from __future__ import annotations
 
 import math
+import re
+from collections import Counter
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
-__all__ = ["accuracy", "perplexity", "precision_recall_f1"]
+__all__ = [
+    "ClassScores",
+    "Overlap",
+    "accuracy",
+    "bleu",
+    "bleu_tokenize",
+    "confusion_matrix",
+    "lcs_length",
+    "macro_f1",
+    "per_class_scores",
+    "perplexity",
+    "precision_recall_f1",
+    "rouge",
+    "rouge_l",
+    "rouge_n",
+    "rouge_tokenize",
+]
 
 
 def accuracy(predictions: Sequence[Any], references: Sequence[Any]) -> float:
@@ -64,3 +82,180 @@ def perplexity(model: Any, tokenizer: Any, texts: Sequence[str], max_length: int
     if total_tokens == 0:
         raise ValueError("texts are too short: each needs at least two tokens")
     return math.exp(total_nll / total_tokens)
+
+
+# ---------------------------------------------------------------- classification (lesson 07)
+class ClassScores(NamedTuple):
+    """Precision, recall, F1 and support (number of references) of one class."""
+
+    precision: float
+    recall: float
+    f1: float
+    support: int
+
+
+def per_class_scores(
+    predictions: Sequence[Any], references: Sequence[Any], labels: Sequence[Any]
+) -> dict[Any, ClassScores]:
+    """Precision, recall, F1 and support for every label in ``labels`` (one-vs-rest).
+
+    A prediction that is not in ``labels`` (e.g. unparseable model output) counts as wrong for
+    its reference class and as a false positive for no class.
+    """
+    if len(set(labels)) != len(labels):
+        raise ValueError("labels must be unique")
+    out = {}
+    for label in labels:
+        p, r, f = precision_recall_f1(predictions, references, label)
+        out[label] = ClassScores(p, r, f, sum(ref == label for ref in references))
+    return out
+
+
+def macro_f1(predictions: Sequence[Any], references: Sequence[Any], labels: Sequence[Any]) -> float:
+    """The unweighted mean of the per-class F1 scores over ``labels``."""
+    scores = per_class_scores(predictions, references, labels)
+    return sum(s.f1 for s in scores.values()) / len(scores)
+
+
+def confusion_matrix(
+    predictions: Sequence[Any], references: Sequence[Any], labels: Sequence[Any]
+) -> list[list[int]]:
+    """``m[i][j]`` = how many items of true class ``labels[i]`` were predicted as ``labels[j]``.
+
+    Predictions outside ``labels`` are not counted in any column (so a row can sum to less
+    than the class's support); add an ``"invalid"`` label to see them.
+    """
+    if len(predictions) != len(references):
+        raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
+    index = {label: i for i, label in enumerate(labels)}
+    matrix = [[0] * len(labels) for _ in labels]
+    for p, r in zip(predictions, references, strict=True):
+        if r not in index:
+            raise ValueError(f"reference label {r!r} is not in labels")
+        if p in index:
+            matrix[index[r]][index[p]] += 1
+    return matrix
+
+
+# ---------------------------------------------------------------- text overlap (lesson 07)
+class Overlap(NamedTuple):
+    """Precision, recall and F1 of an overlap metric such as ROUGE."""
+
+    precision: float
+    recall: float
+    f1: float
+
+
+def rouge_tokenize(text: str) -> list[str]:
+    """ROUGE's tokenizer (as in ``rouge-score``): lowercase, non-alphanumerics become spaces."""
+    return re.sub(r"[^a-z0-9]+", " ", text.lower()).split()
+
+
+def _overlap(matches: int, n_pred: int, n_ref: int) -> Overlap:
+    precision = matches / n_pred if n_pred else 0.0
+    recall = matches / n_ref if n_ref else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return Overlap(precision, recall, f1)
+
+
+def _ngrams(tokens: Sequence[str], n: int) -> Counter[tuple[str, ...]]:
+    return Counter(tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
+
+
+def rouge_n(prediction: str, reference: str, n: int = 1) -> Overlap:
+    """ROUGE-N: overlap of n-grams, each counted at most as often as it occurs in the other text.
+
+    The clipping (``min`` of the two counts) is what stops "cold cold cold cold" from scoring
+    a perfect precision against "It is cold outside".
+    """
+    if n < 1:
+        raise ValueError("n must be >= 1")
+    pred, ref = _ngrams(rouge_tokenize(prediction), n), _ngrams(rouge_tokenize(reference), n)
+    matches = sum((pred & ref).values())  # Counter & Counter keeps the minimum count
+    return _overlap(matches, sum(pred.values()), sum(ref.values()))
+
+
+def lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
+    """Length of the longest common subsequence of two token lists (dynamic programming)."""
+    prev = [0] * (len(b) + 1)
+    for x in a:
+        cur = [0]
+        for j, y in enumerate(b):
+            cur.append(prev[j] + 1 if x == y else max(prev[j + 1], cur[j]))
+        prev = cur
+    return prev[-1]
+
+
+def rouge_l(prediction: str, reference: str) -> Overlap:
+    """ROUGE-L: the longest common subsequence of words, over prediction / reference length."""
+    pred, ref = rouge_tokenize(prediction), rouge_tokenize(reference)
+    return _overlap(lcs_length(pred, ref), len(pred), len(ref))
+
+
+def rouge(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
+    """Mean ROUGE-1/2/L F1 over pairs: ``{"rouge1": .., "rouge2": .., "rougeL": ..}``."""
+    if len(predictions) != len(references):
+        raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
+    if not references:
+        raise ValueError("ROUGE of an empty set is undefined")
+    pairs = list(zip(predictions, references, strict=True))
+    return {
+        "rouge1": sum(rouge_n(p, r, 1).f1 for p, r in pairs) / len(pairs),
+        "rouge2": sum(rouge_n(p, r, 2).f1 for p, r in pairs) / len(pairs),
+        "rougeL": sum(rouge_l(p, r).f1 for p, r in pairs) / len(pairs),
+    }
+
+
+_BLEU_SPLITS = (
+    (re.compile(r"([\{-\~\[-\` -\&\(-\+\:-\@\/])"), r" \1 "),  # punctuation and symbols
+    (re.compile(r"([^0-9])([\.,])"), r"\1 \2 "),  # a period/comma not after a digit
+    (re.compile(r"([\.,])([^0-9])"), r" \1 \2"),  # a period/comma not before a digit
+    (re.compile(r"([0-9])(-)"), r"\1 \2 "),  # a dash after a digit
+)
+
+
+def bleu_tokenize(text: str) -> list[str]:
+    """The ``13a`` tokenizer of WMT / ``sacrebleu``: split off punctuation, keep case."""
+    text = text.rstrip().replace("<skipped>", "").replace("-\n", "").replace("\n", " ")
+    for old, new in (("&quot;", '"'), ("&amp;", "&"), ("&lt;", "<"), ("&gt;", ">")):
+        text = text.replace(old, new)
+    text = f" {text} "
+    for pattern, repl in _BLEU_SPLITS:
+        text = pattern.sub(repl, text)
+    return text.split()
+
+
+def bleu(predictions: Sequence[str], references: Sequence[str], max_n: int = 4) -> float:
+    """Corpus BLEU (0-100) with one reference per prediction, as ``sacrebleu.corpus_bleu``.
+
+    Clipped n-gram precisions for n = 1..4 are pooled over the corpus, combined by a geometric
+    mean and multiplied by the brevity penalty exp(1 - ref_len / pred_len) when the predictions
+    are shorter. An n-gram order with no match is smoothed as in mteval-v13a ("exp").
+    """
+    if len(predictions) != len(references):
+        raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
+    if not references:
+        raise ValueError("BLEU of an empty set is undefined")
+    correct, total = [0] * max_n, [0] * max_n
+    pred_len = ref_len = 0
+    for prediction, reference in zip(predictions, references, strict=True):
+        pred, ref = bleu_tokenize(prediction), bleu_tokenize(reference)
+        pred_len, ref_len = pred_len + len(pred), ref_len + len(ref)
+        for n in range(1, max_n + 1):
+            p_grams, r_grams = _ngrams(pred, n), _ngrams(ref, n)
+            correct[n - 1] += sum((p_grams & r_grams).values())
+            total[n - 1] += sum(p_grams.values())
+    if not any(correct):
+        return 0.0
+    log_precisions, smooth = [], 1.0
+    for c, t in zip(correct, total, strict=True):
+        if t == 0:
+            break  # as sacrebleu: orders the predictions are too short for are left out
+        if c == 0:
+            smooth *= 2
+            log_precisions.append(math.log(1 / (smooth * t)))
+        else:
+            log_precisions.append(math.log(c / t))
+    log_precisions += [-9999999999.0] * (max_n - len(log_precisions))  # sacrebleu's log(0)
+    brevity = 1.0 if pred_len >= ref_len else math.exp(1 - ref_len / pred_len) if pred_len else 0.0
+    return 100 * brevity * math.exp(sum(log_precisions) / max_n)
