@@ -1,0 +1,167 @@
+"""shared.llm: one OpenAI-style API over a real local server, and clear errors for every failure.
+
+The "OpenAI-compatible endpoint" branch is exercised for real: the official SDK, configured only
+through OPENAI_BASE_URL + OPENAI_API_KEY, talks to a separately started local server.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import httpx
+import openai
+import pytest
+
+from shared import llm
+from shared.config import load_settings
+from shared.models import ModelNotPreparedError
+
+POEM = [
+    {"role": "system", "content": "You are a poetic assistant, skilled in explaining complex "
+     "programming concepts with creative flair."},  # fmt: skip
+    {"role": "user", "content": "Compose a poem that explains the concept of recursion in programming."},
+]
+KEY = "sk-wrong-0123456789abcdef"
+
+
+def settings_from(env: dict[str, str]):
+    return load_settings(environ=env, use_dotenv=False)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_poem_from_the_default_local_provider(local_server) -> None:
+    s = settings_from({"LOCAL_SERVER_PORT": str(local_server.port)})
+    assert s.provider == "local"
+    client = llm.client(s)
+    assert str(client.base_url).rstrip("/") == local_server.url
+    reply = client.chat.completions.create(model=llm.model_name(s), messages=POEM, max_tokens=40)
+    assert reply.choices[0].message.content.strip()
+    assert 0 < reply.usage.completion_tokens <= 40
+
+
+def test_poem_through_openai_base_url(local_server) -> None:
+    s = settings_from({"OPENAI_API_KEY": "not-needed", "OPENAI_BASE_URL": local_server.url,
+                       "OPENAI_MODEL": local_server.model})  # fmt: skip
+    assert s.provider == "openai" and llm.model_name(s) == local_server.model
+    client = llm.client(s)
+    assert isinstance(client, openai.OpenAI) and not isinstance(client, openai.AzureOpenAI)
+    chunks = [c.choices[0].delta.content or "" for c in client.chat.completions.create(
+        model=llm.model_name(s), messages=POEM, max_tokens=30, stream=True) if c.choices]  # fmt: skip
+    assert len(chunks) > 3 and "".join(chunks).strip()
+
+
+def test_langchain_chat_model_uses_the_same_server(local_server) -> None:
+    s = settings_from({"LOCAL_SERVER_PORT": str(local_server.port)})
+    model = llm.chat_model(s, max_tokens=20, temperature=0)
+    answer = model.invoke("What is the capital of France? Answer in one word.")
+    assert "Paris" in answer.content
+
+
+def test_running_server_is_reused(local_server) -> None:
+    s = settings_from({"LOCAL_SERVER_PORT": str(local_server.port)})
+    assert llm.ensure_server(s).pid == local_server.pid
+    assert llm.server_status(local_server.port).pid == local_server.pid
+
+
+class _Reject401(BaseHTTPRequestHandler):
+    def _reply(self) -> None:
+        body = json.dumps({"error": {"message": "Incorrect API key provided: sk-wr***cdef.",
+                                     "type": "invalid_request_error", "code": "invalid_api_key"}})  # fmt: skip
+        self.send_response(401)
+        self.send_header("content-type", "application/json")
+        self.end_headers()
+        self.wfile.write(body.encode())
+
+    do_GET = do_POST = _reply
+
+    def log_message(self, *args) -> None:  # keep test output quiet
+        pass
+
+
+def test_wrong_key_gives_one_paragraph_with_the_fix() -> None:
+    server = HTTPServer(("127.0.0.1", 0), _Reject401)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/v1"
+        s = settings_from({"OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": url})
+        with pytest.raises(llm.ProviderError) as err:
+            llm.client(s)
+    finally:
+        server.shutdown()
+    msg = str(err.value)
+    assert "rejected the API key (HTTP 401)" in msg and "OPENAI_API_KEY" in msg and url in msg
+    assert KEY not in msg and "\n" not in msg
+    assert err.value.__cause__ is None and err.value.__suppress_context__
+
+
+def test_unreachable_endpoint_is_explained() -> None:
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    s = settings_from({"OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": url})
+    with pytest.raises(llm.ProviderError, match=r"Cannot reach http://127\.0\.0\.1:\d+/v1"):
+        llm.client(s)
+
+
+def test_azure_requests_are_shaped_for_deployments() -> None:
+    s = settings_from({"AZURE_OPENAI_API_KEY": KEY, "AZURE_OPENAI_ENDPOINT": "https://res.openai.azure.com",
+                       "AZURE_OPENAI_DEPLOYMENT": "my-gpt4o", "AZURE_OPENAI_API_VERSION": "2024-10-21"})  # fmt: skip
+    seen = {}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen["url"], seen["key"] = str(request.url), request.headers.get("api-key")
+        seen["body"] = json.loads(request.content)
+        return httpx.Response(200, json={
+            "id": "x", "object": "chat.completion", "created": 0, "model": "gpt-4o",
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": "A poem."}}]})  # fmt: skip
+
+    client = llm.client(s, verify=False)
+    assert isinstance(client, openai.AzureOpenAI) and llm.model_name(s) == "my-gpt4o"
+    offline = client.with_options(http_client=httpx.Client(transport=httpx.MockTransport(handler)))
+    reply = offline.chat.completions.create(model=llm.model_name(s), messages=POEM)
+    assert reply.choices[0].message.content == "A poem."
+    assert seen["url"] == ("https://res.openai.azure.com/openai/deployments/my-gpt4o/chat/"
+                           "completions?api-version=2024-10-21")  # fmt: skip
+    assert seen["key"] == KEY and seen["body"]["messages"] == POEM
+    lc = llm.chat_model(s)
+    assert type(lc).__name__ == "AzureChatOpenAI" and lc.deployment_name == "my-gpt4o"
+
+
+def test_port_taken_by_another_program() -> None:
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        with pytest.raises(llm.PortInUseError, match=f"Port {port} .* LOCAL_SERVER_PORT"):
+            llm.start_server(port=port, settings=settings_from({}))
+
+
+def test_server_that_dies_shows_its_log(tmp_path) -> None:
+    with pytest.raises(llm.ServerStartError, match="exited .* Last lines of") as err:
+        llm.start_server(source=str(tmp_path), engine="transformers", port=free_port(),
+                         settings=settings_from({}), timeout=120)  # fmt: skip
+    assert "Unrecognized" in str(err.value) or "Error" in str(err.value)
+
+
+def test_model_not_prepared(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("GENAI_CACHE_DIR", str(tmp_path))
+    s = settings_from({"LOCAL_ENGINE": "transformers", "LOCAL_SERVER_PORT": str(free_port())})
+    with pytest.raises(ModelNotPreparedError, match="make lab"):
+        llm.client(s)
+
+
+def test_stop_stops_the_process(local_server) -> None:
+    port = free_port()
+    s = settings_from({"LOCAL_SERVER_PORT": str(port)})
+    server = llm.start_server(source=local_server.source, engine=local_server.engine, settings=s)
+    assert llm.server_status(port) is not None
+    assert llm.stop_server(port) == [port]
+    assert llm.server_status(port) is None and not llm._pid_alive(server.pid)
+    assert llm.stop_server(port) == []
