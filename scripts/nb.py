@@ -29,8 +29,9 @@ def from_percent(src: Path) -> nbformat.NotebookNode:
     def flush() -> None:
         text = "\n".join(lines).strip("\n")
         if kind == "markdown":
-            body = "\n".join(ln[2:] if ln.startswith("# ") else ln.lstrip("#") for ln in
-                             text.splitlines())  # fmt: skip
+            body = "\n".join(
+                ln[2:] if ln.startswith("# ") else ln.lstrip("#") for ln in text.splitlines()
+            )
             nb.cells.append(nbformat.v4.new_markdown_cell(body))
         elif kind == "code" and text.strip():
             nb.cells.append(nbformat.v4.new_code_cell(text))
@@ -86,8 +87,12 @@ def execute(path: Path, timeout: int = 900, save: bool = True) -> tuple[float, f
     from nbclient import NotebookClient
 
     nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                            resources={"metadata": {"path": str(path.parent)}})  # fmt: skip
+    client = NotebookClient(
+        nb,
+        timeout=timeout,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(path.parent)}},
+    )
     peak, done = [0], threading.Event()
 
     def sample() -> None:

@@ -45,8 +45,9 @@ def check_equal(label: str, actual: Any, expected: Any, hint: str = "") -> bool:
     return _record(label, passed, hint, "" if passed else f"got {actual!r}")
 
 
-def check_close(label: str, actual: float | None, expected: float, tol: float = 1e-6,
-                hint: str = "") -> bool:  # fmt: skip
+def check_close(
+    label: str, actual: float | None, expected: float, tol: float = 1e-6, hint: str = ""
+) -> bool:
     """Pass when ``actual`` is a number within ``tol`` (absolute) of ``expected``."""
     try:
         passed = actual is not None and math.isclose(float(actual), expected, abs_tol=tol)

@@ -1,4 +1,4 @@
-"""Course settings: which provider answers, with which model, read from the environment and ``.env``.
+"""Course settings: which provider answers, with which model, from the environment and ``.env``.
 
 The provider is decided in this order (ARCHITECTURE.md):
 

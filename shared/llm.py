@@ -66,7 +66,7 @@ class ServerStartError(FriendlyError):
 
 @dataclass(frozen=True)
 class LocalServer:
-    """A running local OpenAI-compatible server: where it listens, what it serves, its log and pid."""
+    """A running local OpenAI-compatible server: address, what it serves, its log and pid."""
 
     engine: str
     model: str  # the name to pass as ``model=`` in requests
@@ -124,17 +124,45 @@ def _command(engine: str, source: str, host: str, port: int) -> tuple[list[str],
     """The server command line and the model name clients must send."""
     if engine == "llamacpp":
         threads = str(max(1, min(os.cpu_count() or 1, 8)))
-        cmd = [sys.executable, "-m", "llama_cpp.server", "--model", source,
-               "--model_alias", LOCAL_MODEL_ALIAS, "--host", host, "--port", str(port),
-               "--n_ctx", "8192", "--n_threads", threads, "--n_threads_batch", threads,
-               "--verbose", "False"]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            source,
+            "--model_alias",
+            LOCAL_MODEL_ALIAS,
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--n_ctx",
+            "8192",
+            "--n_threads",
+            threads,
+            "--n_threads_batch",
+            threads,
+            "--verbose",
+            "False",
+        ]
         return cmd, LOCAL_MODEL_ALIAS
-    if engine == "transformers":
+    if engine in ("transformers", "transformers-compile"):
         exe = Path(sys.executable).with_name("transformers")
-        cmd = [str(exe) if exe.exists() else "transformers", "serve", source,
-               "--host", host, "--port", str(port)]  # fmt: skip
+        cmd = [
+            str(exe) if exe.exists() else "transformers",
+            "serve",
+            source,
+            "--host",
+            host,
+            "--port",
+            str(port),
+        ]
+        if engine == "transformers-compile":  # static KV cache + torch.compile (make bench)
+            cmd.append("--compile")
         return cmd, source
-    raise ValueError(f"unknown engine {engine!r}; use 'llamacpp' or 'transformers'")
+    raise ValueError(
+        f"unknown engine {engine!r}; use 'llamacpp', 'transformers' or 'transformers-compile'"
+    )
 
 
 def _default_source(settings: Settings) -> tuple[str, str]:
@@ -208,8 +236,14 @@ def start_server(
     if engine == "transformers" and not Path(str(source)).exists():
         env.pop("HF_HUB_OFFLINE")  # a hub id: let the server download it (needs the internet)
     with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                stdin=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+        proc = subprocess.Popen(
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     server = LocalServer(engine, name, str(source), host, port, proc.pid, str(log))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -246,8 +280,11 @@ def _kill(pid: int, grace: float = 10.0) -> None:
 
 def stop_server(port: int | None = None, all_ports: bool = False) -> list[int]:
     """Stop the course's server on ``port`` (default: the configured one), or all of them."""
-    files = (sorted(cache_dir("server").glob("server-*.json")) if all_ports
-             else [_state_file(port or load_settings().local_port)])  # fmt: skip
+    files = (
+        sorted(cache_dir("server").glob("server-*.json"))
+        if all_ports
+        else [_state_file(port or load_settings().local_port)]
+    )
     stopped = []
     for path in files:
         try:
@@ -273,29 +310,43 @@ def server_status(port: int | None = None) -> LocalServer | None:
 _verified: set[tuple[str, str]] = set()
 
 
-def explain(exc: BaseException, settings: Settings | None = None, url: str | None = None) -> Exception:
+def explain(
+    exc: BaseException, settings: Settings | None = None, url: str | None = None
+) -> Exception:
     """Turn an ``openai`` SDK error into a :class:`ProviderError` that says what to do."""
     s = settings or load_settings()
-    where = url or {"openai": s.openai_base_url or "https://api.openai.com/v1",
-                    "azure": s.azure_endpoint or "(no endpoint)"}.get(s.provider, "local server")  # fmt: skip
+    where = url or {
+        "openai": s.openai_base_url or "https://api.openai.com/v1",
+        "azure": s.azure_endpoint or "(no endpoint)",
+    }.get(s.provider, "local server")
     key_var = "AZURE_OPENAI_API_KEY" if s.provider == "azure" else "OPENAI_API_KEY"
     if isinstance(exc, openai.AuthenticationError):
-        msg = (f"The endpoint {where} rejected the API key (HTTP 401). Check {key_var} in your "
-               ".env file: copy the key again from your provider's dashboard, with no quotes or "
-               "spaces, and make sure it belongs to this endpoint. Then restart the kernel.")  # fmt: skip
+        msg = (
+            f"The endpoint {where} rejected the API key (HTTP 401). Check {key_var} in your "
+            ".env file: copy the key again from your provider's dashboard, with no quotes or "
+            "spaces, and make sure it belongs to this endpoint. Then restart the kernel."
+        )
     elif isinstance(exc, openai.PermissionDeniedError):
-        msg = (f"The endpoint {where} refused access (HTTP 403): the key is valid but may not "
-               "use this model or resource. Check the key's project and permissions.")  # fmt: skip
+        msg = (
+            f"The endpoint {where} refused access (HTTP 403): the key is valid but may not "
+            "use this model or resource. Check the key's project and permissions."
+        )
     elif isinstance(exc, openai.RateLimitError):
-        msg = (f"The endpoint {where} says rate limit or quota exceeded (HTTP 429). Wait and "
-               "retry, or check billing; GENAI_PROVIDER=local uses the free local model.")  # fmt: skip
+        msg = (
+            f"The endpoint {where} says rate limit or quota exceeded (HTTP 429). Wait and "
+            "retry, or check billing; GENAI_PROVIDER=local uses the free local model."
+        )
     elif isinstance(exc, openai.NotFoundError):
-        msg = (f"The endpoint {where} does not know the model or deployment {model_name(s)!r} "
-               "(HTTP 404). Check OPENAI_MODEL / AZURE_OPENAI_DEPLOYMENT.")  # fmt: skip
+        msg = (
+            f"The endpoint {where} does not know the model or deployment {model_name(s)!r} "
+            "(HTTP 404). Check OPENAI_MODEL / AZURE_OPENAI_DEPLOYMENT."
+        )
     elif isinstance(exc, openai.APIConnectionError):
-        msg = (f"Cannot reach {where}: {exc.__cause__ or exc}. Check the address "
-               "(OPENAI_BASE_URL / AZURE_OPENAI_ENDPOINT), that the server is running and that "
-               "this machine can reach it; unset them to use the local model.")  # fmt: skip
+        msg = (
+            f"Cannot reach {where}: {exc.__cause__ or exc}. Check the address "
+            "(OPENAI_BASE_URL / AZURE_OPENAI_ENDPOINT), that the server is running and that "
+            "this machine can reach it; unset them to use the local model."
+        )
     else:
         return exc if isinstance(exc, Exception) else RuntimeError(str(exc))
     return ProviderError(msg)
@@ -335,8 +386,11 @@ def client(settings: Settings | None = None, verify: bool = True) -> openai.Open
     if verify and tag not in _verified:
         try:
             c.with_options(max_retries=0, timeout=15).models.list()
-        except (openai.AuthenticationError, openai.PermissionDeniedError,
-                openai.APIConnectionError) as exc:  # fmt: skip
+        except (
+            openai.AuthenticationError,
+            openai.PermissionDeniedError,
+            openai.APIConnectionError,
+        ) as exc:
             raise explain(exc, s, str(c.base_url)) from None
         except openai.APIStatusError:
             pass  # some compatible servers have no /models; the first real call will tell
@@ -350,9 +404,13 @@ def chat_model(settings: Settings | None = None, **kwargs: Any) -> Any:
     if s.provider == "azure":
         from langchain_openai import AzureChatOpenAI
 
-        return AzureChatOpenAI(azure_deployment=s.azure_deployment,
-                               azure_endpoint=s.azure_endpoint, api_version=s.azure_api_version,
-                               api_key=s.azure_api_key.reveal(), **kwargs)  # fmt: skip
+        return AzureChatOpenAI(
+            azure_deployment=s.azure_deployment,
+            azure_endpoint=s.azure_endpoint,
+            api_version=s.azure_api_version,
+            api_key=s.azure_api_key.reveal(),
+            **kwargs,
+        )
     from langchain_openai import ChatOpenAI
 
     c = client(s)
@@ -374,7 +432,9 @@ def _main(argv: list[str]) -> int:
             print(f"log: {srv.log}")
         elif a.command == "stop":
             ports = stop_server(a.port, all_ports=a.all)
-            print(f"stopped server(s) on port(s) {ports}" if ports else "no course server was running")
+            print(
+                f"stopped server(s) on port(s) {ports}" if ports else "no course server was running"
+            )
         elif a.command == "status":
             srv = server_status(a.port)
             print(json.dumps(asdict(srv), indent=2) if srv else "no course server is running")

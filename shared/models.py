@@ -130,7 +130,7 @@ def chat_model_source(name: str | None = None) -> str:
 
 
 def pick_device(preference: str | None = None) -> str:
-    """``cuda`` if a GPU is there, else ``mps`` on Apple silicon, else ``cpu`` (or ``GENAI_DEVICE``)."""
+    """``cuda`` if there is a GPU, else ``mps`` (Apple), else ``cpu``; or ``GENAI_DEVICE``."""
     import torch
 
     wanted = (preference or os.environ.get("GENAI_DEVICE") or "auto").lower()

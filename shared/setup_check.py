@@ -15,8 +15,19 @@ from shared.paths import cache_dir, data_dir, repo_root
 __all__ = ["PACKAGES", "EnvironmentReport", "environment_report", "ping_provider"]
 
 #: the distributions the course depends on directly, shown in the report.
-PACKAGES = ("torch", "transformers", "openai", "langchain", "langchain-openai", "chromadb",
-            "peft", "sentence-transformers", "tiktoken", "llama_cpp_python", "jupyterlab")  # fmt: skip
+PACKAGES = (
+    "torch",
+    "transformers",
+    "openai",
+    "langchain",
+    "langchain-openai",
+    "chromadb",
+    "peft",
+    "sentence-transformers",
+    "tiktoken",
+    "llama_cpp_python",
+    "jupyterlab",
+)
 
 
 @dataclass
@@ -35,13 +46,19 @@ class EnvironmentReport:
     paths: dict[str, str] = field(default_factory=dict)
 
     def rows(self) -> list[tuple[str, str, str]]:
-        out = [("system", "python", self.python), ("system", "platform", self.platform),
-               ("system", "cpu cores", str(self.cpus)),
-               ("system", "memory (GB)", f"{self.memory_gb:.1f}"),
-               ("system", "accelerator", self.accelerator)]  # fmt: skip
+        out = [
+            ("system", "python", self.python),
+            ("system", "platform", self.platform),
+            ("system", "cpu cores", str(self.cpus)),
+            ("system", "memory (GB)", f"{self.memory_gb:.1f}"),
+            ("system", "accelerator", self.accelerator),
+        ]
         out += [("package", k, v) for k, v in self.packages.items()]
-        out += [("provider", "active", self.provider), ("provider", "model", self.model),
-                ("provider", "answers", self.answers)]  # fmt: skip
+        out += [
+            ("provider", "active", self.provider),
+            ("provider", "model", self.model),
+            ("provider", "answers", self.answers),
+        ]
         out += [("paths", k, v) for k, v in self.paths.items()]
         return out
 
@@ -77,8 +94,9 @@ def ping_provider(settings: Settings | None = None) -> str:
     start = time.perf_counter()
     try:
         c = llm.client(s)
-        c.chat.completions.create(model=llm.model_name(s), max_tokens=1,
-                                  messages=[{"role": "user", "content": "Hi"}])  # fmt: skip
+        c.chat.completions.create(
+            model=llm.model_name(s), max_tokens=1, messages=[{"role": "user", "content": "Hi"}]
+        )
     except FriendlyError as exc:
         return f"no: {exc}"
     except Exception as exc:  # noqa: BLE001 - reported, not raised: this is a diagnostic
@@ -107,8 +125,12 @@ def environment_report(ping: bool = True, settings: Settings | None = None) -> E
         provider=s.provider,
         model=llm.model_name(s),
         answers=ping_provider(s) if ping else "not checked",
-        paths={"repository": str(repo_root()), "data": str(data_dir()),
-               "cache": str(cache_dir()), "chat model (HF folder)": chat_dir,
-               "chat model (GGUF)": str(models.smollm2_gguf_path()),
-               "embedding model": str(models.embedding_model_path())},  # fmt: skip
+        paths={
+            "repository": str(repo_root()),
+            "data": str(data_dir()),
+            "cache": str(cache_dir()),
+            "chat model (HF folder)": chat_dir,
+            "chat model (GGUF)": str(models.smollm2_gguf_path()),
+            "embedding model": str(models.embedding_model_path()),
+        },
     )

@@ -19,11 +19,23 @@ def settings_from(env: dict[str, str]):
         ({}, "local"),
         ({"OPENAI_API_KEY": KEY}, "openai"),
         ({"OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": "http://localhost:11434/v1"}, "openai"),
-        ({"AZURE_OPENAI_API_KEY": KEY, "AZURE_OPENAI_ENDPOINT": "https://x.openai.azure.com",
-          "AZURE_OPENAI_DEPLOYMENT": "gpt4o"}, "azure"),  # fmt: skip
+        (
+            {
+                "AZURE_OPENAI_API_KEY": KEY,
+                "AZURE_OPENAI_ENDPOINT": "https://x.openai.azure.com",
+                "AZURE_OPENAI_DEPLOYMENT": "gpt4o",
+            },
+            "azure",
+        ),
         ({"AZURE_OPENAI_API_KEY": KEY}, "local"),  # a key without an endpoint is not enough
-        ({"OPENAI_API_KEY": KEY, "AZURE_OPENAI_API_KEY": KEY, "AZURE_OPENAI_ENDPOINT": "https://x"},
-         "openai"),  # fmt: skip
+        (
+            {
+                "OPENAI_API_KEY": KEY,
+                "AZURE_OPENAI_API_KEY": KEY,
+                "AZURE_OPENAI_ENDPOINT": "https://x",
+            },
+            "openai",
+        ),
         ({"OPENAI_API_KEY": KEY, "GENAI_PROVIDER": "local"}, "local"),
         ({"GENAI_PROVIDER": "OpenAI", "OPENAI_API_KEY": KEY}, "openai"),
     ],
@@ -35,7 +47,11 @@ def test_provider_order(env: dict[str, str], provider: str) -> None:
 def test_defaults() -> None:
     s = settings_from({})
     assert (s.local_host, s.local_port, s.openai_model, s.device) == (
-        "127.0.0.1", 8765, "gpt-4o-mini", "auto")  # fmt: skip
+        "127.0.0.1",
+        8765,
+        "gpt-4o-mini",
+        "auto",
+    )
     assert s.azure_api_version == "2024-10-21"
     assert s.local_engine in ("llamacpp", "transformers")
 
@@ -94,7 +110,8 @@ def test_env_example_lists_every_variable_read() -> None:
 
     source = (repo_root() / "shared" / "config.py").read_text()
     read = set(re.findall(r'env(?:\.get)?\(\s*"([A-Z_]+)"', source)) | set(
-        re.findall(r'env\["([A-Z_]+)"\]', source))  # fmt: skip
+        re.findall(r'env\["([A-Z_]+)"\]', source)
+    )
     example = (repo_root() / ".env.example").read_text()
     listed = set(re.findall(r"^([A-Z_]+)=", example, re.M))
     assert read and read <= listed, f"missing from .env.example: {read - listed}"

@@ -1,4 +1,4 @@
-"""The house rules (STYLE.md), kept true by a test: layout, notebook skeleton, outputs, imports, data."""
+"""The house rules (STYLE.md), kept by a test: layout, notebook skeleton, outputs, imports, data."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ import pytest
 from shared import CROSS_CUTTING, LESSONS
 
 ROOT = Path(__file__).resolve().parent.parent
-LESSON_DIRS = sorted(p.name for p in (ROOT / "lessons").iterdir() if p.is_dir() and p.name[:2].isdigit())
+LESSON_DIRS = sorted(
+    p.name for p in (ROOT / "lessons").iterdir() if p.is_dir() and p.name[:2].isdigit()
+)
 ORDER = {module: i for i, module in enumerate(LESSONS.values())}
 MAX_NOTEBOOK_BYTES = 2_500_000
 FORBIDDEN = re.compile(r"^\s*(!\s*pip|%pip|%conda|!\s*conda)|sys\.path\.(append|insert)", re.M)
@@ -41,12 +43,16 @@ def _code(nb: nbformat.NotebookNode) -> str:
     lines = []
     for cell in nb.cells:
         if cell.cell_type == "code":
-            lines += [ln for ln in cell.source.splitlines() if not ln.lstrip().startswith(("%", "!"))]
+            lines += [
+                ln for ln in cell.source.splitlines() if not ln.lstrip().startswith(("%", "!"))
+            ]
     return "\n".join(lines)
 
 
 def test_every_lesson_folder_is_mapped() -> None:
-    assert set(LESSON_DIRS) <= set(LESSONS), f"unmapped lesson folders: {set(LESSON_DIRS) - set(LESSONS)}"
+    assert set(LESSON_DIRS) <= set(LESSONS), (
+        f"unmapped lesson folders: {set(LESSON_DIRS) - set(LESSONS)}"
+    )
 
 
 @pytest.mark.parametrize("lesson", list(LESSONS))
@@ -68,9 +74,13 @@ def test_module_documented_and_forward_only(module: str) -> None:
     assert doc, f"shared/{module}.py needs a module docstring"
     if module in ORDER:
         lesson = next(k for k, v in LESSONS.items() if v == module)
-        assert f"Lesson {lesson[:2]}" in doc, f"docstring of shared/{module}.py must name 'Lesson {lesson[:2]}'"
-    assert any(isinstance(n, ast.Assign) and any(getattr(t, "id", "") == "__all__" for t in n.targets)
-               for n in tree.body), f"shared/{module}.py needs __all__"  # fmt: skip
+        assert f"Lesson {lesson[:2]}" in doc, (
+            f"docstring of shared/{module}.py must name 'Lesson {lesson[:2]}'"
+        )
+    assert any(
+        isinstance(n, ast.Assign) and any(getattr(t, "id", "") == "__all__" for t in n.targets)
+        for n in tree.body
+    ), f"shared/{module}.py needs __all__"
     assert len(path.read_text().splitlines()) <= 450, f"shared/{module}.py is too long; split it"
     for used in _shared_imports(tree):
         if used in ORDER:
@@ -86,10 +96,14 @@ def test_notebooks_follow_the_skeleton(lesson: str) -> None:
     assert first.cell_type == "markdown" and first.source.startswith("# "), "start with a title"
     assert "learning objectives" in first.source.lower(), "the first cell lists learning objectives"
     headings = [c.source for c in nb.cells if c.cell_type == "markdown"]
-    assert any(h.lstrip().startswith("## Summary") for h in headings), "needs a '## Summary' section"
+    assert any(h.lstrip().startswith("## Summary") for h in headings), (
+        "needs a '## Summary' section"
+    )
     assert any(h.lstrip().startswith("## Exercises") for h in headings), "needs '## Exercises'"
     code = [c for c in nb.cells if c.cell_type == "code"]
-    assert "NBVAL_IGNORE_OUTPUT" in code[1].source, "2nd code cell: versions/provider, NBVAL_IGNORE_OUTPUT"
+    assert "NBVAL_IGNORE_OUTPUT" in code[1].source, (
+        "2nd code cell: versions/provider, NBVAL_IGNORE_OUTPUT"
+    )
     run = 0
     for cell in nb.cells:
         run = run + 1 if cell.cell_type == "code" else 0
@@ -104,10 +118,14 @@ def test_notebooks_are_clean_runs(lesson: str) -> None:
     for path in _notebooks(lesson):
         assert path.stat().st_size <= MAX_NOTEBOOK_BYTES, f"{path.name} is over the size cap"
         nb = nbformat.read(path, as_version=4)
-        assert set(nb.metadata) <= {"kernelspec", "language_info"}, f"{path.name}: volatile metadata"
+        assert set(nb.metadata) <= {"kernelspec", "language_info"}, (
+            f"{path.name}: volatile metadata"
+        )
         code = [c for c in nb.cells if c.cell_type == "code"]
         counts = [c.execution_count for c in code]
-        assert counts == list(range(1, len(code) + 1)), f"{path.name}: not a clean top-to-bottom run"
+        assert counts == list(range(1, len(code) + 1)), (
+            f"{path.name}: not a clean top-to-bottom run"
+        )
         for cell in code:
             assert "execution" not in cell.metadata, f"{path.name}: timing metadata left in"
             assert not FORBIDDEN.search(cell.source), f"{path.name}: no pip/sys.path in notebooks"
@@ -132,9 +150,14 @@ def test_data_manifest_matches_files() -> None:
     data = ROOT / "data"
     manifest = json.loads((data / "manifest.json").read_text())["files"]
     readme = (data / "README.md").read_text()
-    on_disk = {p.relative_to(data).as_posix() for p in data.rglob("*")
-               if p.is_file() and p.name not in ("README.md", "manifest.json")}  # fmt: skip
-    assert on_disk == set(manifest), "data/manifest.json is out of date: run scripts/data_manifest.py"
+    on_disk = {
+        p.relative_to(data).as_posix()
+        for p in data.rglob("*")
+        if p.is_file() and p.name not in ("README.md", "manifest.json")
+    }
+    assert on_disk == set(manifest), (
+        "data/manifest.json is out of date: run scripts/data_manifest.py"
+    )
     for rel, meta in manifest.items():
         blob = (data / rel).read_bytes()
         assert hashlib.sha256(blob).hexdigest() == meta["sha256"], f"{rel} changed: update manifest"

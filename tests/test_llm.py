@@ -20,9 +20,15 @@ from shared.config import load_settings
 from shared.models import ModelNotPreparedError
 
 POEM = [
-    {"role": "system", "content": "You are a poetic assistant, skilled in explaining complex "
-     "programming concepts with creative flair."},  # fmt: skip
-    {"role": "user", "content": "Compose a poem that explains the concept of recursion in programming."},
+    {
+        "role": "system",
+        "content": "You are a poetic assistant, skilled in explaining complex "
+        "programming concepts with creative flair.",
+    },
+    {
+        "role": "user",
+        "content": "Compose a poem that explains the concept of recursion in programming.",
+    },
 ]
 KEY = "sk-wrong-0123456789abcdef"
 
@@ -48,13 +54,23 @@ def test_poem_from_the_default_local_provider(local_server) -> None:
 
 
 def test_poem_through_openai_base_url(local_server) -> None:
-    s = settings_from({"OPENAI_API_KEY": "not-needed", "OPENAI_BASE_URL": local_server.url,
-                       "OPENAI_MODEL": local_server.model})  # fmt: skip
+    s = settings_from(
+        {
+            "OPENAI_API_KEY": "not-needed",
+            "OPENAI_BASE_URL": local_server.url,
+            "OPENAI_MODEL": local_server.model,
+        }
+    )
     assert s.provider == "openai" and llm.model_name(s) == local_server.model
     client = llm.client(s)
     assert isinstance(client, openai.OpenAI) and not isinstance(client, openai.AzureOpenAI)
-    chunks = [c.choices[0].delta.content or "" for c in client.chat.completions.create(
-        model=llm.model_name(s), messages=POEM, max_tokens=30, stream=True) if c.choices]  # fmt: skip
+    chunks = [
+        c.choices[0].delta.content or ""
+        for c in client.chat.completions.create(
+            model=llm.model_name(s), messages=POEM, max_tokens=30, stream=True
+        )
+        if c.choices
+    ]
     assert len(chunks) > 3 and "".join(chunks).strip()
 
 
@@ -73,8 +89,15 @@ def test_running_server_is_reused(local_server) -> None:
 
 class _Reject401(BaseHTTPRequestHandler):
     def _reply(self) -> None:
-        body = json.dumps({"error": {"message": "Incorrect API key provided: sk-wr***cdef.",
-                                     "type": "invalid_request_error", "code": "invalid_api_key"}})  # fmt: skip
+        body = json.dumps(
+            {
+                "error": {
+                    "message": "Incorrect API key provided: sk-wr***cdef.",
+                    "type": "invalid_request_error",
+                    "code": "invalid_api_key",
+                }
+            }
+        )
         self.send_response(401)
         self.send_header("content-type", "application/json")
         self.end_headers()
@@ -110,25 +133,45 @@ def test_unreachable_endpoint_is_explained() -> None:
 
 
 def test_azure_requests_are_shaped_for_deployments() -> None:
-    s = settings_from({"AZURE_OPENAI_API_KEY": KEY, "AZURE_OPENAI_ENDPOINT": "https://res.openai.azure.com",
-                       "AZURE_OPENAI_DEPLOYMENT": "my-gpt4o", "AZURE_OPENAI_API_VERSION": "2024-10-21"})  # fmt: skip
+    s = settings_from(
+        {
+            "AZURE_OPENAI_API_KEY": KEY,
+            "AZURE_OPENAI_ENDPOINT": "https://res.openai.azure.com",
+            "AZURE_OPENAI_DEPLOYMENT": "my-gpt4o",
+            "AZURE_OPENAI_API_VERSION": "2024-10-21",
+        }
+    )
     seen = {}
 
     def handler(request: httpx.Request) -> httpx.Response:
         seen["url"], seen["key"] = str(request.url), request.headers.get("api-key")
         seen["body"] = json.loads(request.content)
-        return httpx.Response(200, json={
-            "id": "x", "object": "chat.completion", "created": 0, "model": "gpt-4o",
-            "choices": [{"index": 0, "finish_reason": "stop",
-                         "message": {"role": "assistant", "content": "A poem."}}]})  # fmt: skip
+        return httpx.Response(
+            200,
+            json={
+                "id": "x",
+                "object": "chat.completion",
+                "created": 0,
+                "model": "gpt-4o",
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": "stop",
+                        "message": {"role": "assistant", "content": "A poem."},
+                    }
+                ],
+            },
+        )
 
     client = llm.client(s, verify=False)
     assert isinstance(client, openai.AzureOpenAI) and llm.model_name(s) == "my-gpt4o"
     offline = client.with_options(http_client=httpx.Client(transport=httpx.MockTransport(handler)))
     reply = offline.chat.completions.create(model=llm.model_name(s), messages=POEM)
     assert reply.choices[0].message.content == "A poem."
-    assert seen["url"] == ("https://res.openai.azure.com/openai/deployments/my-gpt4o/chat/"
-                           "completions?api-version=2024-10-21")  # fmt: skip
+    assert seen["url"] == (
+        "https://res.openai.azure.com/openai/deployments/my-gpt4o/chat/"
+        "completions?api-version=2024-10-21"
+    )
     assert seen["key"] == KEY and seen["body"]["messages"] == POEM
     lc = llm.chat_model(s)
     assert type(lc).__name__ == "AzureChatOpenAI" and lc.deployment_name == "my-gpt4o"
@@ -145,8 +188,13 @@ def test_port_taken_by_another_program() -> None:
 
 def test_server_that_dies_shows_its_log(tmp_path) -> None:
     with pytest.raises(llm.ServerStartError, match="exited .* Last lines of") as err:
-        llm.start_server(source=str(tmp_path), engine="transformers", port=free_port(),
-                         settings=settings_from({}), timeout=120)  # fmt: skip
+        llm.start_server(
+            source=str(tmp_path),
+            engine="transformers",
+            port=free_port(),
+            settings=settings_from({}),
+            timeout=120,
+        )
     assert "Unrecognized" in str(err.value) or "Error" in str(err.value)
 
 

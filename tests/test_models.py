@@ -59,10 +59,11 @@ def test_chat_model_answers_greedily() -> None:
     assert os.environ["HF_HUB_OFFLINE"] == "1"
     assert sum(p.numel() for p in model.parameters()) == 134_515_008
     messages = [{"role": "user", "content": "What is the capital of France?"}]
-    ids = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
-                                  return_dict=True)  # fmt: skip
+    ids = tok.apply_chat_template(
+        messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )
     out = model.generate(**ids, max_new_tokens=12, do_sample=False)
-    answer = tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+    answer = tok.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
     assert "Paris" in answer
 
 
