@@ -11,22 +11,48 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["assert_all_passed", "check", "check_close", "check_equal", "results", "reset"]
+__all__ = [
+    "CheckResult",
+    "assert_all_passed",
+    "check",
+    "check_close",
+    "check_equal",
+    "results",
+    "reset",
+]
 
 _results: list[tuple[str, bool]] = []
 
 
-def _record(label: str, passed: bool, hint: str, detail: str = "") -> bool:
+class CheckResult:
+    """Truthy when the check passed; shows nothing in Jupyter (the printed line says it all)."""
+
+    __slots__ = ("passed",)
+
+    def __init__(self, passed: bool) -> None:
+        self.passed = passed
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def __repr__(self) -> str:
+        return f"CheckResult(passed={self.passed})"
+
+    def _ipython_display_(self) -> None:  # a cell ending in check(...) shows no "False"
+        pass
+
+
+def _record(label: str, passed: bool, hint: str, detail: str = "") -> CheckResult:
     _results.append((label, passed))
     if passed:
         print(f"✅ {label}")
     else:
         extra = f" ({detail})" if detail else ""
         print(f"❌ not yet: {label}{extra}" + (f"\n   hint: {hint}" if hint else ""))
-    return passed
+    return CheckResult(passed)
 
 
-def check(label: str, condition: bool | Callable[[], Any], hint: str = "") -> bool:
+def check(label: str, condition: bool | Callable[[], Any], hint: str = "") -> CheckResult:
     """Record and print whether ``condition`` holds; a callable is called, errors count as fails."""
     detail = ""
     if callable(condition):
@@ -39,7 +65,7 @@ def check(label: str, condition: bool | Callable[[], Any], hint: str = "") -> bo
     return _record(label, passed, hint, detail)
 
 
-def check_equal(label: str, actual: Any, expected: Any, hint: str = "") -> bool:
+def check_equal(label: str, actual: Any, expected: Any, hint: str = "") -> CheckResult:
     """Pass when ``actual == expected``; the fail line shows what was found."""
     passed = actual == expected
     return _record(label, passed, hint, "" if passed else f"got {actual!r}")
@@ -47,7 +73,7 @@ def check_equal(label: str, actual: Any, expected: Any, hint: str = "") -> bool:
 
 def check_close(
     label: str, actual: float | None, expected: float, tol: float = 1e-6, hint: str = ""
-) -> bool:
+) -> CheckResult:
     """Pass when ``actual`` is a number within ``tol`` (absolute) of ``expected``."""
     try:
         passed = actual is not None and math.isclose(float(actual), expected, abs_tol=tol)

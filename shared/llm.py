@@ -148,7 +148,12 @@ def _command(engine: str, source: str, host: str, port: int) -> tuple[list[str],
         return cmd, LOCAL_MODEL_ALIAS
     if engine in ("transformers", "transformers-compile"):
         exe = Path(sys.executable).with_name("transformers")
+        # One torch thread: as fast as two on an idle 2-core machine, and 20x faster when the
+        # cores are shared (spinning OpenMP threads stall each other; README "Performance").
+        threads = os.environ.get("OMP_NUM_THREADS", "1")
         cmd = [
+            "env",
+            f"OMP_NUM_THREADS={threads}",
             str(exe) if exe.exists() else "transformers",
             "serve",
             source,
@@ -343,7 +348,7 @@ def explain(
         )
     elif isinstance(exc, openai.APIConnectionError):
         msg = (
-            f"Cannot reach {where}: {exc.__cause__ or exc}. Check the address "
+            f"Cannot reach {where} ({str(exc.__cause__ or exc).rstrip('.')}). Check the address "
             "(OPENAI_BASE_URL / AZURE_OPENAI_ENDPOINT), that the server is running and that "
             "this machine can reach it; unset them to use the local model."
         )

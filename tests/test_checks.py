@@ -44,3 +44,9 @@ def test_assert_all_passed() -> None:
     with pytest.raises(AssertionError, match="1 check\\(s\\) failed: bad"):
         checks.assert_all_passed()
     assert checks.results() == [("ok", True), ("bad", False)]
+
+
+def test_result_is_truthy_and_silent_in_jupyter() -> None:
+    ok, bad = checks.check("a", True), checks.check("b", False)
+    assert ok and not bad and repr(bad) == "CheckResult(passed=False)"
+    assert ok._ipython_display_() is None

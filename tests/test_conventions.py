@@ -163,3 +163,12 @@ def test_data_manifest_matches_files() -> None:
         assert hashlib.sha256(blob).hexdigest() == meta["sha256"], f"{rel} changed: update manifest"
         assert len(blob) == meta["bytes"]
         assert rel in readme, f"data/README.md does not describe {rel}"
+
+
+def test_readme_lesson_table_is_generated() -> None:
+    import subprocess
+    import sys
+
+    script = ROOT / "scripts" / "lesson_table.py"
+    done = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
