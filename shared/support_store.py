@@ -195,7 +195,8 @@ class SupportStore:
             raise KeyError(f"no ticket #{ticket_id}")
 
     def clear(self) -> None:
-        """Delete every row (a fresh start for a demo or a notebook run)."""
+        """Delete every row and restart the numbering (a fresh start for a demo or a lesson run)."""
         with self._connect() as con:
             con.execute("DELETE FROM feedback")
             con.execute("DELETE FROM tickets")
+            con.execute("DELETE FROM sqlite_sequence WHERE name IN ('feedback', 'tickets')")
