@@ -23,7 +23,7 @@ export PLAYWRIGHT_BROWSERS_PATH := $(GENAI_CACHE_DIR)/ms-playwright
 export PYTHONDONTWRITEBYTECODE := 1
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help bootstrap prepare lab test lint unit nb notebooks run bench demo stop clean
+.PHONY: help bootstrap prepare browser lab test lint unit nb notebooks run bench demo stop clean
 
 help:
 	@echo "make lab    install (first time), prepare the local models, open JupyterLab on lessons/"
@@ -46,7 +46,11 @@ lint: bootstrap
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-unit: prepare
+# Debian's chromium for the capstone's browser test (Playwright never downloads a browser).
+browser:
+	@bash scripts/install_browser.sh
+
+unit: prepare browser
 	$(VENV)/bin/pytest $(or $(TESTS),tests)
 
 # Re-run notebooks top to bottom and save them with outputs: make nb NB="lessons/00_setup/*.ipynb"
