@@ -117,7 +117,10 @@ def test_fit_to_window_keeps_the_most_recent_tokens() -> None:
 def chat():
     from shared.models import load_chat_model
 
-    return load_chat_model(device="cpu")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # batch-1 decoding: one thread is as fast, and steady on a busy CPU
+    yield load_chat_model(device="cpu")
+    torch.set_num_threads(threads)
 
 
 @pytest.mark.slow
