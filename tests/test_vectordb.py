@@ -1,0 +1,171 @@
+"""Tests for shared.vectordb: knowledge base, embedding function, ingestion, filters, server."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from shared import vectordb
+from shared.paths import cache_dir
+
+
+@pytest.fixture(scope="module")
+def ef() -> vectordb.MiniLMEmbeddingFunction:
+    return vectordb.MiniLMEmbeddingFunction()
+
+
+@pytest.fixture()
+def mem():
+    client = vectordb.ephemeral_client(allow_reset=True)
+    client.reset()
+    yield client
+    client.reset()
+
+
+def test_knowledge_base_is_complete_and_consistent() -> None:
+    docs = vectordb.load_kb()
+    assert len(docs) == 40
+    assert len({d.id for d in docs}) == 40
+    assert {d.category for d in docs} >= {
+        "shipping",
+        "returns",
+        "refunds",
+        "accounts",
+        "warranty",
+        "payments",
+    }
+    questions = vectordb.load_questions()
+    assert len(questions) == 46
+    ids = {d.id for d in docs}
+    for q in vectordb.load_questions(answerable=True):
+        assert q["doc_id"] in ids
+        page = next(d for d in docs if d.id == q["doc_id"])
+        assert q["answer_contains"] in page.text, q["id"]
+    assert len(vectordb.load_questions(answerable=False)) == 4
+    assert len(vectordb.load_questions("test")) == 18
+    with pytest.raises(ValueError, match="split must be"):
+        vectordb.load_questions("train")
+
+
+def test_front_matter_parsing() -> None:
+    meta, body = vectordb.parse_front_matter("---\nid: a\ntitle: T: x\n---\n# Body\n")
+    assert meta == {"id": "a", "title": "T: x"} and body == "# Body"
+    with pytest.raises(ValueError, match="no front matter"):
+        vectordb.parse_front_matter("# just a body")
+
+
+def test_embedding_function_vectors(ef) -> None:
+    vecs = np.array(ef(["Where is my parcel?", "How do I track my order?", "cast-iron pan care"]))
+    assert vecs.shape == (3, 384)
+    np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
+    assert vecs[0] @ vecs[1] > vecs[0] @ vecs[2] + 0.3  # parcel ~ tracking, not cast iron
+    lc = vectordb.MiniLMEmbeddings()
+    np.testing.assert_allclose(lc.embed_query("Where is my parcel?"), vecs[0], atol=1e-6)
+    assert vectordb.MiniLMEmbeddingFunction.name() == "course-minilm-l6-v2"
+
+
+def test_embedding_function_choice_follows_settings() -> None:
+    from shared.config import load_settings
+
+    local = load_settings(environ={}, use_dotenv=False)
+    assert isinstance(vectordb.embedding_function(local), vectordb.MiniLMEmbeddingFunction)
+    assert isinstance(vectordb.langchain_embeddings(local), vectordb.MiniLMEmbeddings)
+
+
+def test_registered_function_reopens_in_a_new_process(ef) -> None:
+    store = vectordb.persistent_client("pytest-reopen")
+    col = store.get_or_create_collection("reopen", embedding_function=ef)
+    col.upsert(
+        ids=["a", "b"], documents=["free shipping over fifty dollars", "reset your password"]
+    )
+    code = (
+        "from shared import vectordb\n"
+        "col = vectordb.persistent_client('pytest-reopen').get_collection('reopen')\n"
+        "hit = col.query(query_texts=['forgot my password'], n_results=1)['ids'][0][0]\n"
+        "print(col.count(), hit)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["2", "b"]
+
+
+def test_chunking() -> None:
+    text = "one two three\n\nfour five\n\n" + " ".join(f"w{i}" for i in range(25))
+    chunks = vectordb.chunk_text(text, max_words=10, overlap=2)
+    assert chunks[0] == "one two three four five"
+    assert all(len(c.split()) <= 10 for c in chunks)
+    assert chunks[1].split()[:2] == ["w0", "w1"] and chunks[2].split()[:2] == ["w8", "w9"]
+    with pytest.raises(ValueError, match="overlap"):
+        vectordb.chunk_text("x", max_words=5, overlap=5)
+    ids, texts, metas = vectordb.kb_chunks(vectordb.load_kb(), max_words=120, overlap=20)
+    assert len(ids) == len(set(ids)) == len(texts) == 51
+    assert ids[0].endswith("#0") and metas[0]["doc_id"] == ids[0].split("#")[0]
+
+
+def test_ingestion_is_idempotent(mem, ef) -> None:
+    col = mem.create_collection("kb-test", embedding_function=ef)
+    docs = vectordb.load_kb()[:6]
+    ids, texts, metas = vectordb.kb_chunks(docs)
+    first = vectordb.ingest(col, ids, texts, metas, batch_size=4, progress=False)
+    second = vectordb.ingest(col, ids, texts, metas, batch_size=4, progress=False)
+    assert first == second == len(ids)
+    with pytest.raises(ValueError, match="unique"):
+        vectordb.ingest(col, ["x", "x"], ["a", "b"], progress=False)
+    with pytest.raises(ValueError, match="same length"):
+        vectordb.ingest(col, ["x"], ["a", "b"], progress=False)
+
+
+def test_filters_and_updates(mem) -> None:
+    col = mem.create_collection("filters", configuration={"hnsw": {"space": "l2"}})
+    col.add(
+        ids=["a", "b", "c"],
+        embeddings=[[1, 0], [0, 1], [1, 1]],
+        documents=["red fox", "blue cat", "red cat"],
+        metadatas=[{"kind": "fox", "n": 1}, {"kind": "cat", "n": 2}, {"kind": "cat", "n": 3}],
+    )
+    assert sorted(col.get(where={"$and": [{"kind": "cat"}, {"n": {"$gte": 3}}]})["ids"]) == ["c"]
+    assert sorted(col.get(where={"$or": [{"kind": "fox"}, {"n": 2}]})["ids"]) == ["a", "b"]
+    assert sorted(col.get(where={"n": {"$in": [1, 3]}})["ids"]) == ["a", "c"]
+    assert sorted(col.get(where_document={"$contains": "red"})["ids"]) == ["a", "c"]
+    assert col.query(query_embeddings=[[0.9, 0.1]], n_results=1)["ids"][0] == ["a"]
+    col.update(ids=["zz"], embeddings=[[5, 5]])  # update never inserts
+    assert col.count() == 3
+    col.upsert(ids=["zz"], embeddings=[[5, 5]], documents=["new"])
+    assert col.count() == 4
+    col.delete(where={"kind": "cat"})
+    assert sorted(col.get()["ids"]) == ["a", "zz"]
+
+
+def test_hit_rate_at_k() -> None:
+    ranked = [["x", "x", "y"], ["y", "z", "x"], ["q"]]
+    gold = ["y", "x", None]
+    assert vectordb.hit_rate_at_k(ranked, gold, k=1) == 0.0
+    assert vectordb.hit_rate_at_k(ranked, gold, k=2) == 0.5  # duplicates of 'x' collapse
+    assert vectordb.hit_rate_at_k(ranked, gold, k=3) == 1.0
+    with pytest.raises(ValueError, match="k must be"):
+        vectordb.hit_rate_at_k(ranked, gold, k=0)
+    with pytest.raises(ValueError, match="no answerable"):
+        vectordb.hit_rate_at_k([["a"]], [None])
+
+
+def test_persistent_client_rejects_paths() -> None:
+    with pytest.raises(ValueError, match="plain folder name"):
+        vectordb.persistent_client("../outside")
+    assert cache_dir("chroma").is_dir()
+
+
+def test_chroma_server_starts_and_always_stops(ef) -> None:
+    with vectordb.start_chroma_server("pytest-server") as server:
+        client = server.client()
+        assert client.heartbeat() > 0
+        col = client.get_or_create_collection("http-test", embedding_function=ef)
+        col.upsert(ids=["1"], documents=["hello"])
+        assert col.count() == 1
+        pid = server.pid
+    assert not server.running()
+    with pytest.raises(ProcessLookupError):
+        import os
+
+        os.kill(pid, 0)
