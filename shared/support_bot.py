@@ -30,6 +30,13 @@ from pathlib import Path
 from typing import Any
 
 from shared.config import FriendlyError
+from shared.support_eval import (
+    MEANING,
+    load_conversations,
+    percentile,
+    run_conversations,
+    summarize,
+)
 from shared.support_kb import (
     INTENT_CATEGORIES,
     Hit,
@@ -55,6 +62,7 @@ from shared.support_store import FeedbackError, SupportStore, Ticket
 __all__ = [
     "INTENTS",
     "KB_INTENTS",
+    "MEANING",
     "SYSTEM_PROMPT",
     "BotConfig",
     "FeedbackError",
@@ -73,12 +81,18 @@ __all__ = [
     "assess_mood",
     "build_bot",
     "build_knowledge_base",
+    "build_ui",
     "check_input",
     "content_words",
     "grounded_share",
     "is_follow_up",
+    "launch",
+    "load_conversations",
     "load_examples",
     "open_shop",
+    "percentile",
+    "run_conversations",
+    "summarize",
 ]
 
 SYSTEM_PROMPT = (
@@ -108,6 +122,7 @@ class BotConfig:
     min_grounded: float = 0.6  # share of the answer's content words found in the sources
     history_turns: int = 2  # earlier exchanges sent to the model with the new question
     use_model: bool = True  # False: answer with the best retrieved sentences only (no LLM)
+    model_timeout_s: float = 30.0  # a slower model answer is replaced by the quote
 
 
 @dataclass(frozen=True)
@@ -277,7 +292,7 @@ class SupportBot:
                 yield draft
         except Exception:  # noqa: BLE001 - a provider failure must not break the chat
             draft, used = "", False
-            note = "(The language model is not reachable right now; this is from our help centre.) "
+            note = "(The language model did not answer in time; this is from our help centre.) "
         grounded = grounded_share(draft, context) if draft.strip() else 0.0
         answer = draft.strip()
         if grounded < cfg.min_grounded:  # not supported by the sources: quote them instead
@@ -302,13 +317,16 @@ class SupportBot:
                                                 f"Question: {question}"}]  # fmt: skip
         stream = self._client.chat.completions.create(
             model=self._model, messages=messages, max_tokens=self.config.max_tokens,
-            temperature=0.0, stream=True,
+            temperature=0.0, stream=True, timeout=self.config.model_timeout_s,
         )  # fmt: skip
-        text = ""
+        text, deadline = "", time.perf_counter() + self.config.model_timeout_s
         for chunk in stream:
             if chunk.choices and chunk.choices[0].delta.content:
                 text += chunk.choices[0].delta.content
                 yield text
+            if time.perf_counter() > deadline:
+                stream.close()
+                raise TimeoutError(f"no complete answer within {self.config.model_timeout_s} s")
 
     def _handoff(self, s: _Session, sid: str, base: Reply, reason: str) -> Reply:
         ticket = self.store.open_ticket(sid, reason, s.history, s.customer_id)
@@ -369,6 +387,21 @@ def build_bot(
                       config, llm_client, model)  # fmt: skip
 
 
+def build_ui(bot: SupportBot) -> Any:
+    """The Gradio web chat for ``bot`` (see :mod:`shared.support_ui`; gradio loads on first use)."""
+    from shared import support_ui
+
+    return support_ui.build_ui(bot)
+
+
+def launch(bot: SupportBot, host: str = "127.0.0.1", port: int = 7860, share: bool = False,
+           block: bool = False) -> Any:  # fmt: skip
+    """Serve the web chat on ``http://host:port``: localhost and no public link by default."""
+    from shared import support_ui
+
+    return support_ui.launch(bot, host=host, port=port, share=share, block=block)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m shared.support_bot``: open the web chat on http://127.0.0.1:7860."""
     import argparse
@@ -378,8 +411,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--share", action="store_true", help="ask Gradio for a public link (off)")
     a = p.parse_args(argv)
-    from shared.support_ui import launch
-
+    print(f"Maple & Mill help chat on http://{a.host}:{a.port} (Ctrl+C stops it)")
     launch(build_bot(), host=a.host, port=a.port, share=a.share, block=True)
     return 0
 
