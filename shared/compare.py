@@ -9,9 +9,10 @@ What a comparison needs, measured rather than quoted:
 * speed: :func:`timed`, :func:`decode_speed` (in-process) and :func:`client_decode_speed`
   (any OpenAI-style endpoint, local server or cloud);
 * quality: the intent workload (:func:`load_workload`, :func:`intent_prompt`,
-  :func:`parse_label`) answered by a decoder (:func:`classify_with_lm`,
-  :func:`classify_with_client`) or an encoder (:func:`classify_with_embeddings`), scored with
-  :func:`shared.metrics.accuracy`; perplexity comes from :func:`shared.metrics.perplexity`;
+  :func:`parse_label`) answered by a decoder, constrained to the label tokens
+  (:func:`classify_by_label_probs`) or free (:func:`classify_with_lm`,
+  :func:`classify_with_client`), or by an encoder (:func:`classify_with_embeddings`), scored
+  with :func:`shared.metrics.accuracy`; perplexity comes from :func:`shared.metrics.perplexity`;
 * the report: :class:`Measurement`, :func:`not_configured`, :func:`comparison_table`,
   :func:`plot_comparison`.
 """

@@ -47,6 +47,7 @@ def test_tensor_and_process_memory() -> None:
     assert compare.process_memory_mb(os.getpid()) > 10  # this Python process
 
 
+@pytest.mark.slow
 def test_count_parameters_on_disk_of_packaged_models(tmp_path) -> None:
     folder = models.chat_model_dir()
     assert compare.count_parameters_on_disk(folder) == SMOLLM2_PARAMS
