@@ -1,0 +1,41 @@
+"""shared.setup_check: the environment report of lesson 00."""
+
+from __future__ import annotations
+
+import socket
+
+from shared import setup_check
+from shared.config import load_settings
+
+
+def settings_from(env: dict[str, str]):
+    return load_settings(environ=env, use_dotenv=False)
+
+
+def test_report_without_ping() -> None:
+    report = setup_check.environment_report(ping=False, settings=settings_from({}))
+    assert report.python.startswith("3.11") and report.cpus >= 1 and report.memory_gb > 0.5
+    assert report.packages["torch"].startswith("2.13.0")
+    assert set(report.packages) == set(setup_check.PACKAGES)
+    assert report.provider == "local" and report.answers == "not checked"
+    assert {"cache", "data", "chat model (GGUF)", "embedding model"} <= set(report.paths)
+    sections = {section for section, _, _ in report.rows()}
+    assert sections == {"system", "package", "provider", "paths"}
+
+
+def test_ping_reports_an_unreachable_provider_instead_of_raising() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    s = settings_from({"OPENAI_API_KEY": "sk-x", "OPENAI_BASE_URL": f"http://127.0.0.1:{port}/v1"})
+    answer = setup_check.ping_provider(s)
+    assert answer.startswith("no: Cannot reach") and "sk-x" not in answer
+
+
+def test_ping_the_local_server(local_server, capsys) -> None:
+    s = settings_from({"LOCAL_SERVER_PORT": str(local_server.port)})
+    report = setup_check.environment_report(settings=s)
+    assert report.answers.startswith("yes (")
+    report.show()
+    out = capsys.readouterr().out
+    assert "provider  answers" in out and local_server.model in out
