@@ -8,15 +8,21 @@ lessons get it, and is driven through the official ``openai`` SDK with streaming
 * cold reply: the first request's total time (lazy loading, compilation, warm-up);
 * first token: median time to the first streamed token, warm;
 * decode: median tokens/s after the first token (greedy, fixed prompts, several rounds);
+* tokens per CPU second: streamed tokens over the server's CPU time for them -- how fast the
+  engine is on a core of its own, whatever else the machine was doing during the run;
 * peak RSS: the server process tree's resident memory, sampled through the whole run (psutil);
 * quality: greedy answers to short factual questions that contain the expected word;
-* same: answers identical to the first engine's (same weights, so they should mostly agree);
+* same start: answers whose first words equal the first engine's (the weights are the same,
+  the arithmetic is not: Q4_1 dot products in llama.cpp, fp32 in torch, so greedy paths can part);
 * streams: ``stream=True`` through the SDK and ``ChatOpenAI.stream`` through LangChain both
   deliver more than one chunk.
 
 Rounds are interleaved across engines (all servers up, each round visits every engine), so a
 machine whose load drifts during the run biases no engine. Nothing here is asserted in tests;
 the README's performance section quotes a run of this script.
+
+Each candidate runs with a fixed number of compute threads (``OMP_NUM_THREADS``, which
+``shared.llm`` passes on to both engines).
 
     python benchmarks/bench_engines.py [--engines llamacpp transformers] [--rounds 3]
                                        [--max-tokens 64] [--markdown]
@@ -47,12 +53,26 @@ from shared.config import FriendlyError
 from shared.models import chat_model_dir, prepare_chat_model, smollm2_gguf_path
 from shared.paths import cache_dir
 
-# engine (as shared.llm._command names it) -> (label, what it serves)
+
+@dataclass(frozen=True)
+class Candidate:
+    """An engine of ``shared.llm`` with a compute-thread count (``OMP_NUM_THREADS``)."""
+
+    label: str
+    engine: str
+    threads: int
+
+
 CANDIDATES = {
-    "llamacpp": "llama.cpp server (GGUF Q4_1)",
-    "transformers": "transformers serve (fp32)",
-    "transformers-compile": "transformers serve --compile",
+    "llamacpp": Candidate("llama.cpp server, GGUF Q4_1, 1 thread", "llamacpp", 1),
+    "llamacpp-2t": Candidate("llama.cpp server, GGUF Q4_1, 2 threads", "llamacpp", 2),
+    "transformers": Candidate("transformers serve, fp32, 1 thread", "transformers", 1),
+    "transformers-compile": Candidate(
+        "transformers serve --compile, 1 thread", "transformers-compile", 1
+    ),
+    "transformers-2t": Candidate("transformers serve, fp32, 2 threads", "transformers", 2),
 }
+DEFAULT_SET = ["llamacpp", "llamacpp-2t", "transformers", "transformers-compile"]
 REFERENCE = "llamacpp"
 
 SPEED_PROMPTS = [
@@ -73,16 +93,23 @@ QUALITY_SET = [
     ("Which language is mainly spoken in Spain?", ("spanish",)),
     ("What is the opposite of hot?", ("cold",)),
     ("How many legs does a spider have?", ("eight", "8")),
+    ("What do bees make?", ("honey",)),
+    ("Which animal is known as the king of the jungle?", ("lion",)),
+    ("What is the largest ocean on Earth?", ("pacific",)),
+    ("In which country are the pyramids of Giza?", ("egypt",)),
+    ("Who painted the Mona Lisa?", ("leonardo", "da vinci")),
 ]
+SAME_WORDS = 6  # answers "agree" when their first words are identical
 
 
 @dataclass
 class Result:
     """Everything measured for one engine."""
 
-    engine: str
+    key: str
     label: str
     error: str | None = None
+    cpu_s: float = 0.0
     ready_s: float = float("nan")
     cold_s: float = float("nan")
     ttft_s: list[float] = field(default_factory=list)
@@ -119,6 +146,21 @@ class RssSampler(threading.Thread):
         self._stop_event.set()
         self.join(timeout=2)
         return self.peak / 2**20
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds used so far by a process and its children."""
+    try:
+        proc = psutil.Process(pid)
+        procs = [proc, *proc.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    total = 0.0
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            t = p.cpu_times()
+            total += t.user + t.system
+    return total
 
 
 def free_port() -> int:
@@ -199,10 +241,11 @@ def fmt(x: float, spec: str) -> str:
 
 def table(results: list[Result], n_quality: int, markdown: bool) -> str:
     """The result table, plain text or Markdown, with each engine's decode rate over llama.cpp's."""
-    ref = next((r for r in results if r.engine == REFERENCE and r.rate), None)
+    ref = next((r for r in results if r.key == REFERENCE and r.rate), None)
     ref_rate = statistics.median(ref.rate) if ref else float("nan")
     head = ["engine", "ready s", "cold reply s", "first token ms", "decode tok/s",
-            "x llama.cpp", "peak RSS MB", "quality", "same answers", "streams sdk/lc"]  # fmt: skip
+            "x llama.cpp", "tok per CPU s", "peak RSS MB", "quality", "same start",
+            "streams sdk/lc"]  # fmt: skip
     rows = []
     base = next((r for r in results if r.answers), None)
     for r in results:
@@ -210,7 +253,10 @@ def table(results: list[Result], n_quality: int, markdown: bool) -> str:
             rows.append([r.label, f"failed: {r.error}"] + [""] * (len(head) - 2))
             continue
         rate = statistics.median(r.rate) if r.rate else float("nan")
-        same = sum(a == b for a, b in zip(r.answers, base.answers, strict=True)) if base else 0
+        same = sum(
+            a.split()[:SAME_WORDS] == b.split()[:SAME_WORDS]
+            for a, b in zip(r.answers, base.answers if base else [], strict=False)
+        )
         rows.append([
             r.label,
             fmt(r.ready_s, ".1f"),
@@ -218,6 +264,7 @@ def table(results: list[Result], n_quality: int, markdown: bool) -> str:
             fmt(statistics.median(r.ttft_s) * 1000 if r.ttft_s else float("nan"), ".0f"),
             fmt(rate, ".1f"),
             fmt(rate / ref_rate, ".2f"),
+            fmt(sum(r.tokens) / r.cpu_s if r.cpu_s else float("nan"), ".0f"),
             fmt(r.peak_rss_mb, ".0f"),
             f"{r.quality}/{n_quality}",
             f"{same}/{len(r.answers)}",
@@ -236,7 +283,7 @@ def table(results: list[Result], n_quality: int, markdown: bool) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--engines", nargs="+", default=list(CANDIDATES), choices=list(CANDIDATES))
+    parser.add_argument("--engines", nargs="+", default=DEFAULT_SET, choices=list(CANDIDATES))
     parser.add_argument("--rounds", type=int, default=3, help="rounds over the speed prompts")
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
@@ -255,26 +302,36 @@ def main(argv: list[str] | None = None) -> int:
     started = datetime.now().strftime("%Y-%m-%d %H:%M")
     print(f"bench: {started}, {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores, load average {load0[0]:.1f}", flush=True)  # fmt: skip
-    results = [Result(e, CANDIDATES[e]) for e in args.engines]
+    results = [Result(k, CANDIDATES[k].label) for k in args.engines]
     servers: dict[str, tuple[llm.LocalServer, openai.OpenAI, RssSampler]] = {}
     try:
         for r in results:  # start one after the other, so ready times do not compete
-            r.error = engine_available(r.engine)
+            cand = CANDIDATES[r.key]
+            r.error = engine_available(cand.engine)
             if r.error:
                 continue
             port = free_port()
             print(f"starting {r.label} on port {port} ...", flush=True)
+            saved = os.environ.get("OMP_NUM_THREADS")
+            os.environ["OMP_NUM_THREADS"] = str(cand.threads)  # read by shared.llm._command
             t0 = time.perf_counter()
             try:
-                server = llm.start_server(source=source_for(r.engine), engine=r.engine, port=port)
+                server = llm.start_server(
+                    source=source_for(cand.engine), engine=cand.engine, port=port
+                )
             except (FriendlyError, ValueError) as exc:
                 r.error = str(exc).splitlines()[0][:120]
                 continue
+            finally:
+                if saved is None:
+                    os.environ.pop("OMP_NUM_THREADS", None)
+                else:
+                    os.environ["OMP_NUM_THREADS"] = saved
             r.ready_s = time.perf_counter() - t0
             sampler = RssSampler(server.pid)
             sampler.start()
             c = openai.OpenAI(base_url=server.url, api_key="not-needed", timeout=600, max_retries=0)
-            servers[r.engine] = (server, c, sampler)
+            servers[r.key] = (server, c, sampler)
             try:
                 t0 = time.perf_counter()
                 ask(c, server.model, SPEED_PROMPTS[0], max_tokens=8)
@@ -288,11 +345,13 @@ def main(argv: list[str] | None = None) -> int:
                 for r in live:
                     if r.error:
                         continue
-                    server, c, _ = servers[r.engine]
+                    server, c, _ = servers[r.key]
+                    cpu0 = cpu_seconds(server.pid)
                     try:
                         ttft, total, n, _, chunks = stream_once(
                             c, server.model, prompt, args.max_tokens, count_tokens
                         )
+                        r.cpu_s += cpu_seconds(server.pid) - cpu0
                     except (openai.APIError, RuntimeError) as exc:
                         r.error = f"{type(exc).__name__} in round {rnd + 1}; see {server.log}"
                         continue
@@ -306,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
         for r in live:
             if r.error:
                 continue
-            server, c, _ = servers[r.engine]
+            server, c, _ = servers[r.key]
             try:
                 for question, expected in QUALITY_SET:
                     answer = ask(c, server.model, question)
@@ -316,8 +375,8 @@ def main(argv: list[str] | None = None) -> int:
             except openai.APIError as exc:
                 r.error = f"{type(exc).__name__} in the quality set; see {server.log}"
     finally:
-        for engine, (server, _, sampler) in servers.items():
-            next(r for r in results if r.engine == engine).peak_rss_mb = sampler.stop()
+        for key, (server, _, sampler) in servers.items():
+            next(r for r in results if r.key == key).peak_rss_mb = sampler.stop()
             llm.stop_server(server.port)
 
     load1 = os.getloadavg()

@@ -122,8 +122,11 @@ def _port_free(host: str, port: int) -> bool:
 
 def _command(engine: str, source: str, host: str, port: int) -> tuple[list[str], str]:
     """The server command line and the model name clients must send."""
+    # Half the cores (one on a 2-core machine) unless OMP_NUM_THREADS says otherwise: when the
+    # notebook kernel or other programs share the cores, spinning compute threads stall each
+    # other, up to 20x slower; README "Performance" has the measurements.
+    threads = os.environ.get("OMP_NUM_THREADS") or str(min(8, max(1, (os.cpu_count() or 2) // 2)))
     if engine == "llamacpp":
-        threads = str(max(1, min(os.cpu_count() or 1, 8)))
         cmd = [
             sys.executable,
             "-m",
@@ -148,11 +151,8 @@ def _command(engine: str, source: str, host: str, port: int) -> tuple[list[str],
         return cmd, LOCAL_MODEL_ALIAS
     if engine in ("transformers", "transformers-compile"):
         exe = Path(sys.executable).with_name("transformers")
-        # One torch thread: as fast as two on an idle 2-core machine, and 20x faster when the
-        # cores are shared (spinning OpenMP threads stall each other; README "Performance").
-        threads = os.environ.get("OMP_NUM_THREADS", "1")
         cmd = [
-            "env",
+            "env",  # torch reads its thread count from the environment only
             f"OMP_NUM_THREADS={threads}",
             str(exe) if exe.exists() else "transformers",
             "serve",
