@@ -336,7 +336,7 @@ class SupportBot:
         return _replace(base, text=text, handoff=True, handoff_reason=reason, ticket_id=ticket)
 
     def _finish(self, s: _Session, t0: float, reply: Reply) -> Reply:
-        message = {"role": "assistant", "content": reply.text}
+        message = {"role": "assistant", "content": reply.text, "intent": reply.intent}
         if reply.guardrail:
             message["guardrail"] = reply.guardrail
         s.history.append(message)
@@ -355,8 +355,8 @@ class SupportBot:
             raise FeedbackError(f"There is no answer number {turn} in this chat to rate.")
         i = answers[turn]
         question = history[i - 1]["content"] if i else ""
-        return self.store.add_feedback(session_id, turn, rating, comment, question,
-                                       history[i]["content"])  # fmt: skip
+        answer, intent = history[i]["content"], history[i].get("intent", "")
+        return self.store.add_feedback(session_id, turn, rating, comment, question, answer, intent)
 
 
 def _top(hits: list[Hit]) -> float:

@@ -176,7 +176,7 @@ def test_feedback_through_the_bot(bot) -> None:
     row = bot.feedback(sid, 0, "down", "I wanted to know about Klarna")
     (stored,) = bot.store.feedback(sid)
     assert stored["id"] == row and stored["question"] == "Which payment methods do you accept?"
-    assert "PayPal" in stored["answer"]
+    assert "PayPal" in stored["answer"] and stored["intent"] == "payments"
     with pytest.raises(FeedbackError, match="no answer number 5"):
         bot.feedback(sid, 5, "up")
     with pytest.raises(SessionError, match="Unknown chat session"):
