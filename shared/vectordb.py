@@ -35,7 +35,7 @@ from chromadb.api.types import Documents, EmbeddingFunction, Embeddings
 from chromadb.utils.embedding_functions import register_embedding_function
 
 from shared.config import FriendlyError, Settings, load_settings
-from shared.models import embedding_model_path, load_embedder
+from shared.models import EMBEDDING_MODEL_ID, load_embedder
 from shared.paths import cache_dir, data_path
 
 __all__ = [
@@ -156,7 +156,7 @@ class MiniLMEmbeddingFunction(EmbeddingFunction[Documents]):
         return "cosine"
 
     def get_config(self) -> dict[str, Any]:
-        return {"model": str(embedding_model_path().name)}  # no absolute path: portable
+        return {"model": EMBEDDING_MODEL_ID}  # no absolute path: the store stays portable
 
     @staticmethod
     def build_from_config(config: dict[str, Any]) -> MiniLMEmbeddingFunction:
