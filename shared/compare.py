@@ -343,7 +343,14 @@ def comparison_table(rows: Sequence[Measurement]) -> Any:
         raise ValueError("nothing to compare: pass at least one Measurement")
     df = pd.DataFrame([asdict(r) for r in rows]).set_index("model")
     df["parameters"] = df["parameters"].map(lambda n: f"{n / 1e6:,.1f} M" if n == n and n else None)
-    return df.astype(object).where(df.notna(), "n/a")
+    digits = {"disk_mb": 0, "memory_mb": 0, "load_s": 2, "tokens_per_s": 1, "perplexity": 1,
+              "accuracy": 2}  # fmt: skip
+    df = df.astype(object)
+    for column, n in digits.items():
+        values = [None if x is None or x != x else round(float(x), n) for x in df[column]]
+        df[column] = pd.Series([v if n or v is None else int(v) for v in values], index=df.index,
+                               dtype=object)  # fmt: skip
+    return df.where(df.notna(), "n/a")
 
 
 def plot_comparison(rows: Sequence[Measurement], axes: Any = None) -> Any:
