@@ -216,7 +216,7 @@ class TrainConfig:
     target_modules: tuple[str, ...] = ("q_proj", "v_proj")
     lr: float = 2e-3
     batch_size: int = 8
-    max_steps: int = 40
+    max_steps: int = 50
     eval_every: int = 10
     patience: int = 2  # stop after this many evaluations without a better validation loss
     weight_decay: float = 0.0
@@ -371,8 +371,11 @@ def parse_answer(text: str) -> Prediction:
     if label not in INTENTS:  # a bare label anywhere still counts
         label = next((i for i in INTENTS if re.search(rf"\b{i}\b", text)), "invalid")
     r = re.search(r"reply\s*[:=]\s*(.+)", text, re.I | re.S)
-    reply = r.group(1).strip().split("\n")[0] if r else ""
-    return Prediction(label, reply, text)
+    if r:
+        reply = r.group(1).strip().split("\n")[0]
+    else:  # no reply line: whatever is not the intent line is the reply
+        reply = " ".join(ln for ln in text.splitlines() if not re.match(r"\s*intent\b", ln, re.I))
+    return Prediction(label, reply.strip(), text)
 
 
 def classify(messages: Sequence[str], model: Any = None, tokenizer: Any = None) -> list[Prediction]:

@@ -77,7 +77,10 @@ def test_reply_and_parse_answer() -> None:
     assert (p.intent, p.reply) == ("payments", "We accept cards.")
     assert ft.parse_answer("The answer is shipping, I think").intent == "shipping"
     assert ft.parse_answer("Intent = Account").intent == "account"
-    assert ft.parse_answer("I am not sure").intent == "invalid"
+    assert ft.parse_answer("I am not sure") == ft.Prediction(
+        "invalid", "I am not sure", "I am not sure"
+    )
+    assert ft.parse_answer("intent: shipping\nWe ship fast.").reply == "We ship fast."
 
 
 def test_label_masking_ignores_prompt_tokens(tok_model) -> None:
