@@ -190,7 +190,8 @@ def test_provider_failure_falls_back_to_the_source(parts, tmp_path) -> None:
     dead = openai.OpenAI(base_url="http://127.0.0.1:9/v1", api_key="x", max_retries=0, timeout=5)
     bot = SupportBot(router, kb, shop, SupportStore(tmp_path / "s.db"), llm_client=dead, model="m")
     reply = bot.respond(bot.new_session(5), "Do you deliver to PO boxes?")
-    assert not reply.used_model and "did not answer in time" in reply.text and "Standard" in reply.text
+    assert not reply.used_model and "did not answer in time" in reply.text
+    assert "Standard" in reply.text  # the quote from the help centre
 
 
 @pytest.mark.slow
@@ -199,10 +200,10 @@ def test_answers_from_the_real_local_model(parts, tmp_path, local_server) -> Non
     client = openai.OpenAI(base_url=local_server.url, api_key="local")
     bot = SupportBot(router, kb, shop, SupportStore(tmp_path / "s.db"),
                      BotConfig(max_tokens=24), client, local_server.model)  # fmt: skip
-    chunks = list(bot.stream(bot.new_session(3), "How long does standard delivery take?"))
+    chunks = list(bot.stream(bot.new_session(3), "Do you deliver to PO boxes?"))
     reply = chunks[-1]
     assert reply.used_model and len(chunks) >= 2  # streamed, then the final reply
-    assert "shipping-options" in reply.doc_ids and "Sources:" in reply.text
+    assert reply.doc_ids[0] == "shipping-po-box" and "Sources:" in reply.text
     assert reply.grounded is not None and 0.0 <= reply.grounded <= 1.0
 
 
