@@ -95,7 +95,7 @@ class Settings:
     azure_api_version: str = DEFAULT_AZURE_API_VERSION
     azure_embedding_deployment: str | None = None
     local_chat_model: str | None = None
-    local_engine: str = "transformers"
+    local_engine: str = "llamacpp"
     local_host: str = "127.0.0.1"
     local_port: int = DEFAULT_LOCAL_PORT
     device: str = "auto"
@@ -145,7 +145,7 @@ def load_settings(
     else:
         provider = "local"
 
-    engine = env.get("LOCAL_ENGINE", "transformers").lower()
+    engine = env.get("LOCAL_ENGINE", "llamacpp").lower()
     if engine not in LOCAL_ENGINES:
         raise ConfigError(
             f"LOCAL_ENGINE={engine!r} is not supported. Use one of {', '.join(LOCAL_ENGINES)}."
