@@ -29,7 +29,7 @@ import httpx
 import openai
 
 from shared.config import FriendlyError, Settings, load_settings
-from shared.models import chat_model_source, smollm2_gguf_path
+from shared.models import chat_model_dir, chat_model_source, smollm2_gguf_path
 from shared.paths import cache_dir
 
 __all__ = [
@@ -171,15 +171,25 @@ def _command(engine: str, source: str, host: str, port: int) -> tuple[list[str],
 
 
 def _default_source(settings: Settings) -> tuple[str, str]:
-    """(engine, source) for the configured local model."""
+    """(engine, source) for the configured local model.
+
+    A course server already running on the configured port over the packaged model is kept,
+    whichever engine it runs (same weights): switching ``LOCAL_ENGINE`` takes effect after
+    ``python -m shared.llm stop``.
+    """
     if settings.local_chat_model:
         src = chat_model_source(settings.local_chat_model)
         if src.endswith(".gguf") and Path(src).is_file():
             return "llamacpp", src
         return "transformers", src  # a hub id or a Hugging Face folder
+    gguf = str(smollm2_gguf_path())
+    running = _read_state(settings.local_port)
+    if (running and running.engine in ("llamacpp", "transformers") and _pid_alive(running.pid)
+            and running.source in (gguf, str(chat_model_dir()))):  # fmt: skip
+        return running.engine, running.source
     if settings.local_engine == "transformers":
         return "transformers", chat_model_source(None)
-    return "llamacpp", str(smollm2_gguf_path())
+    return "llamacpp", gguf
 
 
 def _read_state(port: int) -> LocalServer | None:
