@@ -6,7 +6,7 @@ package is cheap: it only points every library cache at the course's own cache f
 
 ``LESSONS`` maps each lesson folder to the module that keeps its reusable code; the conventions
 test checks that every lesson has its module and its test file. The other modules are
-cross-cutting: ``paths``, ``config``, ``models``, ``llm``, ``checks``, ``metrics``.
+cross-cutting: ``paths``, ``config``, ``models``, ``server``, ``llm``, ``checks``, ``metrics``.
 """
 
 from __future__ import annotations
@@ -29,6 +29,14 @@ LESSONS: dict[str, str] = {
 }
 
 #: modules any lesson may import (they never import lesson modules).
-CROSS_CUTTING: tuple[str, ...] = ("paths", "config", "models", "llm", "checks", "metrics")
+CROSS_CUTTING: tuple[str, ...] = (
+    "paths",
+    "config",
+    "models",
+    "server",
+    "llm",
+    "checks",
+    "metrics",
+)
 
 _paths.configure_environment()

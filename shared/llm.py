@@ -1,36 +1,36 @@
-"""One OpenAI-style API for every provider, and the real local server behind the default one.
+"""One OpenAI-style API for every provider.
 
 ``client()`` returns the official ``openai.OpenAI`` (OpenAI or any OpenAI-compatible endpoint) or
 ``openai.AzureOpenAI``; ``chat_model()`` the matching LangChain chat model; ``model_name()`` the
 model to ask for. With no key configured the provider is ``local``: a real OpenAI-compatible HTTP
-server on 127.0.0.1, started on first use, reused by every notebook, stopped with
-``python -m shared.llm stop``. Two engines serve the same SmolLM2 weights:
+server on 127.0.0.1 (:mod:`shared.server`), started on first use and reused by every notebook.
 
-* ``llamacpp`` (default): ``llama_cpp.server`` over the packaged GGUF, fast on a CPU;
-* ``transformers``: ``transformers serve`` over the converted folder, or any hub model / folder
-  (``LOCAL_CHAT_MODEL``), e.g. the merged model from lesson 07.
+From a terminal: ``python -m shared.llm start | status | log | stop [--all]``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
-import socket
-import subprocess
 import sys
-import time
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import asdict
 from typing import Any
 
-import httpx
 import openai
 
 from shared.config import FriendlyError, Settings, load_settings
-from shared.models import chat_model_dir, chat_model_source, smollm2_gguf_path
 from shared.paths import cache_dir
+from shared.server import (
+    LOCAL_MODEL_ALIAS,
+    LocalServer,
+    PortInUseError,
+    ServerStartError,
+    ensure_server,
+    log_tail,
+    served_name,
+    server_status,
+    start_server,
+    stop_server,
+)
 
 __all__ = [
     "LOCAL_MODEL_ALIAS",
@@ -48,277 +48,9 @@ __all__ = [
     "stop_server",
 ]
 
-LOCAL_MODEL_ALIAS = "smollm2-135m-instruct"
-START_TIMEOUT_S = 180.0
-
 
 class ProviderError(FriendlyError):
     """The provider could not be used: bad key, unreachable endpoint, unknown model..."""
-
-
-class PortInUseError(FriendlyError):
-    """The local server's port is taken by another program."""
-
-
-class ServerStartError(FriendlyError):
-    """The local server exited or did not answer in time; the message ends with its log."""
-
-
-@dataclass(frozen=True)
-class LocalServer:
-    """A running local OpenAI-compatible server: address, what it serves, its log and pid."""
-
-    engine: str
-    model: str  # the name to pass as ``model=`` in requests
-    source: str  # the file or folder it serves
-    host: str
-    port: int
-    pid: int
-    log: str
-
-    @property
-    def url(self) -> str:
-        """The OpenAI-style base URL, e.g. ``http://127.0.0.1:8765/v1``."""
-        return f"http://{self.host}:{self.port}/v1"
-
-
-# ---------------------------------------------------------------------------- local server
-def _state_file(port: int) -> Path:
-    return cache_dir("server") / f"server-{port}.json"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    with contextlib.suppress(ChildProcessError, OSError):  # reap our own zombie, if any
-        if os.waitpid(pid, os.WNOHANG)[0] == pid:
-            return False
-    return True
-
-
-def _served_models(host: str, port: int, timeout: float = 2.0) -> list[str] | None:
-    """Model ids from ``GET /v1/models``, or None when nothing OpenAI-like answers there."""
-    try:
-        r = httpx.get(f"http://{host}:{port}/v1/models", timeout=timeout)
-        r.raise_for_status()
-        return [m.get("id", "") for m in r.json().get("data", [])]
-    except (httpx.HTTPError, ValueError, AttributeError):
-        return None
-
-
-def _port_free(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def _command(engine: str, source: str, host: str, port: int) -> tuple[list[str], str]:
-    """The server command line and the model name clients must send."""
-    # Half the cores (one on a 2-core machine) unless OMP_NUM_THREADS says otherwise: when the
-    # notebook kernel or other programs share the cores, spinning compute threads stall each
-    # other, up to 20x slower; README "Performance" has the measurements.
-    threads = os.environ.get("OMP_NUM_THREADS") or str(min(8, max(1, (os.cpu_count() or 2) // 2)))
-    if engine == "llamacpp":
-        cmd = [
-            sys.executable,
-            "-m",
-            "llama_cpp.server",
-            "--model",
-            source,
-            "--model_alias",
-            LOCAL_MODEL_ALIAS,
-            "--host",
-            host,
-            "--port",
-            str(port),
-            "--n_ctx",
-            "8192",
-            "--n_threads",
-            threads,
-            "--n_threads_batch",
-            threads,
-            "--verbose",
-            "False",
-        ]
-        return cmd, LOCAL_MODEL_ALIAS
-    if engine in ("transformers", "transformers-compile"):
-        exe = Path(sys.executable).with_name("transformers")
-        cmd = [
-            "env",  # torch reads its thread count from the environment only
-            f"OMP_NUM_THREADS={threads}",
-            str(exe) if exe.exists() else "transformers",
-            "serve",
-            source,
-            "--host",
-            host,
-            "--port",
-            str(port),
-        ]
-        if engine == "transformers-compile":  # static KV cache + torch.compile (make bench)
-            cmd.append("--compile")
-        return cmd, source
-    raise ValueError(
-        f"unknown engine {engine!r}; use 'llamacpp', 'transformers' or 'transformers-compile'"
-    )
-
-
-def _default_source(settings: Settings) -> tuple[str, str]:
-    """(engine, source) for the configured local model.
-
-    A course server already running on the configured port over the packaged model is kept,
-    whichever engine it runs (same weights): switching ``LOCAL_ENGINE`` takes effect after
-    ``python -m shared.llm stop``.
-    """
-    if settings.local_chat_model:
-        src = chat_model_source(settings.local_chat_model)
-        if src.endswith(".gguf") and Path(src).is_file():
-            return "llamacpp", src
-        return "transformers", src  # a hub id or a Hugging Face folder
-    gguf = str(smollm2_gguf_path())
-    running = _read_state(settings.local_port)
-    if (running and running.engine in ("llamacpp", "transformers") and _pid_alive(running.pid)
-            and running.source in (gguf, str(chat_model_dir()))):  # fmt: skip
-        return running.engine, running.source
-    if settings.local_engine == "transformers":
-        return "transformers", chat_model_source(None)
-    return "llamacpp", gguf
-
-
-def _read_state(port: int) -> LocalServer | None:
-    path = _state_file(port)
-    try:
-        return LocalServer(**json.loads(path.read_text()))
-    except (OSError, ValueError, TypeError):
-        return None
-
-
-def _log_tail(path: str | Path, lines: int = 15) -> str:
-    try:
-        text = Path(path).read_text(errors="replace").strip().splitlines()
-    except OSError:
-        return "(no log written)"
-    return "\n".join(text[-lines:]) or "(log is empty)"
-
-
-def start_server(
-    source: str | None = None,
-    engine: str | None = None,
-    port: int | None = None,
-    host: str | None = None,
-    settings: Settings | None = None,
-    timeout: float = START_TIMEOUT_S,
-) -> LocalServer:
-    """Start (or reuse) a local OpenAI-compatible server and wait until it answers.
-
-    With no arguments it serves the configured local model on ``LOCAL_SERVER_PORT``. Pass a GGUF
-    file (engine ``llamacpp``) or a Hugging Face folder / hub id (engine ``transformers``) to
-    serve something else, e.g. a fine-tuned model on another port.
-    """
-    s = settings or load_settings()
-    if source is None:
-        engine, source = _default_source(s) if engine is None else (engine, _default_source(s)[1])
-    engine = engine or ("llamacpp" if str(source).endswith(".gguf") else "transformers")
-    host = host or s.local_host
-    port = port or s.local_port
-    cmd, name = _command(engine, str(source), host, port)
-
-    state = _read_state(port)
-    if state and _pid_alive(state.pid) and (_served_models(host, port) is not None):
-        if state.source == str(source) and state.engine == engine:
-            return state  # reuse the running server across notebooks
-        raise PortInUseError(
-            f"The course's server on port {port} is serving {state.source} ({state.engine}), "
-            f"not {source} ({engine}). Stop it with `python -m shared.llm stop --port {port}` "
-            "or choose another port."
-        )
-    if not _port_free(host, port):
-        raise PortInUseError(
-            f"Port {port} on {host} is already used by another program, so the local model "
-            f"server cannot start there. Set LOCAL_SERVER_PORT to a free port in .env (e.g. "
-            f"{port + 1}), or stop the program using it (`lsof -i :{port}` shows which)."
-        )
-
-    log = cache_dir("server") / f"server-{port}.log"
-    env = dict(os.environ, HF_HUB_OFFLINE=os.environ.get("HF_HUB_OFFLINE", "1"))
-    if engine == "transformers" and not Path(str(source)).exists():
-        env.pop("HF_HUB_OFFLINE")  # a hub id: let the server download it (needs the internet)
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            cmd,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    server = LocalServer(engine, name, str(source), host, port, proc.pid, str(log))
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise ServerStartError(
-                f"The local {engine} server exited (code {proc.returncode}) before it answered. "
-                f"Last lines of {log}:\n{_log_tail(log)}"
-            )
-        if _served_models(host, port, timeout=1.0) is not None:
-            _state_file(port).write_text(json.dumps(asdict(server), indent=2))
-            return server
-        time.sleep(0.3)
-    _kill(proc.pid)
-    raise ServerStartError(
-        f"The local {engine} server did not answer within {timeout:.0f}s and was stopped. "
-        f"Last lines of {log}:\n{_log_tail(log)}"
-    )
-
-
-def ensure_server(settings: Settings | None = None) -> LocalServer:
-    """The configured local server, started if it is not running yet."""
-    return start_server(settings=settings)
-
-
-def _kill(pid: int, grace: float = 10.0) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and _pid_alive(pid):
-        time.sleep(0.1)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
-
-
-def stop_server(port: int | None = None, all_ports: bool = False) -> list[int]:
-    """Stop the course's server on ``port`` (default: the configured one), or all of them."""
-    files = (
-        sorted(cache_dir("server").glob("server-*.json"))
-        if all_ports
-        else [_state_file(port or load_settings().local_port)]
-    )
-    stopped = []
-    for path in files:
-        try:
-            state = LocalServer(**json.loads(path.read_text()))
-        except (OSError, ValueError, TypeError):
-            continue
-        if _pid_alive(state.pid):
-            _kill(state.pid)
-            stopped.append(state.port)
-        path.unlink(missing_ok=True)
-    return stopped
-
-
-def server_status(port: int | None = None) -> LocalServer | None:
-    """The running course server on ``port``, or None."""
-    state = _read_state(port or load_settings().local_port)
-    if state and _pid_alive(state.pid) and _served_models(state.host, state.port) is not None:
-        return state
-    return None
 
 
 # ---------------------------------------------------------------------------- providers
@@ -374,8 +106,7 @@ def model_name(settings: Settings | None = None) -> str:
         return s.openai_model
     if s.provider == "azure":
         return s.azure_deployment or ""
-    engine, source = _default_source(s)
-    return LOCAL_MODEL_ALIAS if engine == "llamacpp" else source
+    return served_name(s)
 
 
 def client(settings: Settings | None = None, verify: bool = True) -> openai.OpenAI:
@@ -455,7 +186,7 @@ def _main(argv: list[str]) -> int:
             print(json.dumps(asdict(srv), indent=2) if srv else "no course server is running")
         else:
             port = a.port or load_settings().local_port
-            print(_log_tail(cache_dir("server") / f"server-{port}.log", 40))
+            print(log_tail(cache_dir("server") / f"server-{port}.log", 40))
     except FriendlyError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

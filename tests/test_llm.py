@@ -16,6 +16,7 @@ import openai
 import pytest
 
 from shared import llm
+from shared import server as local_server_module
 from shared.config import load_settings
 from shared.models import ModelNotPreparedError
 
@@ -211,5 +212,20 @@ def test_stop_stops_the_process(local_server) -> None:
     server = llm.start_server(source=local_server.source, engine=local_server.engine, settings=s)
     assert llm.server_status(port) is not None
     assert llm.stop_server(port) == [port]
-    assert llm.server_status(port) is None and not llm._pid_alive(server.pid)
+    assert llm.server_status(port) is None and not local_server_module._pid_alive(server.pid)
     assert llm.stop_server(port) == []
+
+
+def test_engine_without_source_serves_the_packaged_model_in_its_format(tmp_path) -> None:
+    s = settings_from({"LOCAL_ENGINE": "transformers", "LOCAL_SERVER_PORT": str(free_port())})
+    assert llm.model_name(s).endswith("SmolLM2-135M-Instruct")
+    assert llm.model_name(settings_from({"LOCAL_ENGINE": "llamacpp"})) == llm.LOCAL_MODEL_ALIAS
+    gguf = settings_from({"LOCAL_CHAT_MODEL": str(tmp_path / "x.gguf")})
+    assert local_server_module.default_source(gguf)[0] == "transformers"  # not a file: a hub id
+
+
+def test_a_running_server_with_another_engine_is_not_silently_reused(local_server) -> None:
+    other = "transformers" if local_server.engine == "llamacpp" else "llamacpp"
+    s = settings_from({"LOCAL_ENGINE": other, "LOCAL_SERVER_PORT": str(local_server.port)})
+    with pytest.raises(llm.PortInUseError, match="python -m shared.llm stop --port"):
+        llm.client(s)
