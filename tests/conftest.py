@@ -24,3 +24,16 @@ def local_server():
     server = llm.start_server(settings=settings)
     yield server
     llm.stop_server(TEST_PORT)
+
+
+@pytest.fixture(scope="session")
+def chat():
+    """``(tokenizer, model)``: the packaged SmolLM2 in-process on the CPU, loaded once."""
+    import torch
+
+    from shared.models import load_chat_model
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # batch-1 decoding: one thread is as fast, and steady on a busy CPU
+    yield load_chat_model(device="cpu")
+    torch.set_num_threads(threads)

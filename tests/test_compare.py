@@ -133,16 +133,6 @@ def test_plot_comparison_draws_three_panels() -> None:
 
 
 # ------------------------------------------------------------------------ the real models
-@pytest.fixture(scope="module")
-def chat():
-    from shared.models import load_chat_model
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # batch-1 decoding: one thread is as fast, and steady on a busy CPU
-    yield load_chat_model(device="cpu")
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.slow
 def test_label_tokens_are_distinct_single_tokens(chat) -> None:
     tok, _ = chat

@@ -113,16 +113,6 @@ def test_fit_to_window_keeps_the_most_recent_tokens() -> None:
 
 
 # ------------------------------------------------------------------------ the real model
-@pytest.fixture(scope="module")
-def chat():
-    from shared.models import load_chat_model
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # batch-1 decoding: one thread is as fast, and steady on a busy CPU
-    yield load_chat_model(device="cpu")
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.slow
 def test_next_token_distribution_of_the_real_model(chat) -> None:
     tok, model = chat
