@@ -313,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
             port = free_port()
             print(f"starting {r.label} on port {port} ...", flush=True)
             saved = os.environ.get("OMP_NUM_THREADS")
-            os.environ["OMP_NUM_THREADS"] = str(cand.threads)  # read by shared.llm._command
+            os.environ["OMP_NUM_THREADS"] = str(cand.threads)  # read by shared.server._command
             t0 = time.perf_counter()
             try:
                 server = llm.start_server(
