@@ -160,7 +160,26 @@ def chat_model(settings: Settings | None = None, **kwargs: Any) -> Any:
     from langchain_openai import ChatOpenAI
 
     c = client(s)
-    return ChatOpenAI(model=model_name(s), base_url=str(c.base_url), api_key=c.api_key, **kwargs)
+    cls = ChatOpenAI if s.provider == "openai" and not s.openai_base_url else _compatible_chat()
+    return cls(model=model_name(s), base_url=str(c.base_url), api_key=c.api_key, **kwargs)
+
+
+def _compatible_chat() -> type:
+    """``ChatOpenAI`` that sends ``max_tokens``, which every OpenAI-compatible server reads.
+
+    langchain-openai renames ``max_tokens`` to OpenAI's newer ``max_completion_tokens``; servers
+    such as llama.cpp's ignore that name and would generate until the context is full.
+    """
+    from langchain_openai import ChatOpenAI
+
+    class CompatibleChatOpenAI(ChatOpenAI):
+        def _get_request_payload(self, input_: Any, *, stop: Any = None, **kw: Any) -> dict:
+            payload = super()._get_request_payload(input_, stop=stop, **kw)
+            if "max_completion_tokens" in payload:
+                payload["max_tokens"] = payload.pop("max_completion_tokens")
+            return payload
+
+    return CompatibleChatOpenAI
 
 
 def _main(argv: list[str]) -> int:

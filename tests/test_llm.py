@@ -229,3 +229,15 @@ def test_a_running_server_with_another_engine_is_not_silently_reused(local_serve
     s = settings_from({"LOCAL_ENGINE": other, "LOCAL_SERVER_PORT": str(local_server.port)})
     with pytest.raises(llm.PortInUseError, match="python -m shared.llm stop --port"):
         llm.client(s)
+
+
+def test_langchain_max_tokens_is_honoured_by_compatible_servers(local_server) -> None:
+    s = settings_from({"LOCAL_SERVER_PORT": str(local_server.port)})
+    model = llm.chat_model(s, max_tokens=5, temperature=0)
+    reply = model.invoke("Write a long story about a dragon.")
+    assert 0 < reply.usage_metadata["output_tokens"] <= 5
+    compatible = llm._compatible_chat()(
+        model="m", api_key="x", base_url="http://h/v1", max_tokens=5
+    )
+    assert compatible._get_request_payload("hi")["max_tokens"] == 5
+    assert "max_completion_tokens" not in compatible._get_request_payload("hi")

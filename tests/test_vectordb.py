@@ -17,12 +17,19 @@ def ef() -> vectordb.MiniLMEmbeddingFunction:
     return vectordb.MiniLMEmbeddingFunction()
 
 
+def _empty(client) -> None:
+    for collection in client.list_collections():
+        client.delete_collection(collection.name)
+
+
 @pytest.fixture()
 def mem():
-    client = vectordb.ephemeral_client(allow_reset=True)
-    client.reset()
+    # Ephemeral clients share one in-memory system per process (other tests use it too), so
+    # empty it instead of reset(), which would need allow_reset everywhere.
+    client = vectordb.ephemeral_client()
+    _empty(client)
     yield client
-    client.reset()
+    _empty(client)
 
 
 def test_knowledge_base_is_complete_and_consistent() -> None:
