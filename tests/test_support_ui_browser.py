@@ -65,9 +65,13 @@ def browser():
 
 def _say(page: Page, text: str, expect_text: str) -> None:
     box = page.locator("#message textarea")
+    expect(box).to_have_value("", timeout=WAIT_MS)  # the previous turn has finished with the box
+    expect(box).to_be_editable(timeout=WAIT_MS)
     box.fill(text)
     box.press("Enter")
+    expect(page.locator("#chat")).to_contain_text(text, timeout=WAIT_MS)
     expect(page.locator("#chat")).to_contain_text(expect_text, timeout=WAIT_MS)
+    expect(box).to_have_value("", timeout=WAIT_MS)
 
 
 def test_conversation_handoff_and_feedback_in_the_browser(served, browser) -> None:
