@@ -19,6 +19,15 @@ import nbformat
 
 KERNEL = {"display_name": "Python 3", "language": "python", "name": "python3"}
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+#: nbval directives are cell tags (nbval reads them); learners never see ``# NBVAL_...`` comments.
+MARKERS = {
+    "# NBVAL_IGNORE_OUTPUT": "nbval-ignore-output",
+    "# NBVAL_CHECK_OUTPUT": "nbval-check-output",
+    "# NBVAL_SKIP": "nbval-skip",
+    "# NBVAL_RAISES_EXCEPTION": "nbval-raises-exception",
+}
+#: the notebook metadata key where ``run`` records what produced the stored outputs.
+RUN_KEY = "course_run"
 
 
 def from_percent(src: Path) -> nbformat.NotebookNode:
@@ -46,21 +55,52 @@ def from_percent(src: Path) -> nbformat.NotebookNode:
     return clean(nb)
 
 
+def tag_directives(cell: nbformat.NotebookNode) -> None:
+    """Turn ``# NBVAL_...`` comment lines into nbval cell tags and drop ``# fmt: skip`` markers."""
+    if cell.cell_type != "code":
+        return
+    tags = list(cell.metadata.get("tags", []))
+    kept = []
+    for line in cell.source.splitlines():
+        marker = line.strip()
+        if marker in MARKERS:
+            if MARKERS[marker] not in tags:
+                tags.append(MARKERS[marker])
+            continue
+        kept.append(line.replace("  # fmt: skip", "").replace("# fmt: skip", "").rstrip())
+    cell.source = "\n".join(kept)
+    if tags:
+        cell.metadata["tags"] = tags
+
+
+def run_record() -> dict[str, str]:
+    """Provider, engine and model the course is configured with here (what a run is made with)."""
+    from shared import config, llm
+
+    s = config.load_settings()
+    engine = s.local_engine if s.provider == "local" else "-"
+    return {"provider": s.provider, "engine": engine, "model": llm.model_name(s)}
+
+
 def clean(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     """Strip volatile metadata and widget views (their text/plain fallback is kept)."""
+    record = nb.metadata.get(RUN_KEY)
     nb.metadata = nbformat.NotebookNode(
         kernelspec=KERNEL, language_info={"name": "python", "pygments_lexer": "ipython3"}
     )
+    if record:
+        nb.metadata[RUN_KEY] = record
     for i, cell in enumerate(nb.cells):
         cell.id = f"cell-{i:03d}"
+        tag_directives(cell)
         for key in ("execution", "ExecuteTime", "collapsed", "scrolled"):
             cell.metadata.pop(key, None)
         for out in cell.get("outputs", []):
-            data = out.get("data")
-            if data is not None:
-                data.pop(WIDGET_MIME, None)
             out.get("metadata", {}).pop("transient", None)
         if cell.cell_type == "code":
+            # A widget (a tqdm.auto bar) is stored with a text fallback frozen at its first state,
+            # "0%|": drop the whole output; the bar is live when a learner runs the cell.
+            cell.outputs = [o for o in cell.outputs if WIDGET_MIME not in o.get("data", {})]
             cell.outputs = [o for o in cell.outputs if o.get("data", True) != {}]
     return nb
 
@@ -113,6 +153,7 @@ def execute(path: Path, timeout: int = 900, save: bool = True) -> tuple[float, f
         done.set()
         sampler.join()
     if save:
+        nb.metadata[RUN_KEY] = run_record()
         nbformat.write(clean(nb), path)
     return seconds, peak[0] / 2**20
 
