@@ -40,7 +40,7 @@ prepare: bootstrap
 	@$(PY) -m shared.models prepare
 
 lab: prepare
-	$(VENV)/bin/jupyter lab --notebook-dir=lessons --ServerApp.ip=127.0.0.1
+	@bash scripts/lab.sh
 
 lint: bootstrap
 	$(VENV)/bin/ruff check .

@@ -1,6 +1,7 @@
 """Notebook tools: build a notebook from a percent-format script, execute it in place, clean it.
 
     python scripts/nb.py new SRC.py OUT.ipynb   # cells from "# %%" / "# %% [markdown]" markers
+                                                # ("# %% tags=a,b" tags a code cell)
     python scripts/nb.py run NB.ipynb [...]     # clean top-to-bottom run, outputs saved, cleaned
     python scripts/nb.py clean NB.ipynb [...]   # strip volatile metadata only
 
@@ -33,7 +34,7 @@ RUN_KEY = "course_run"
 def from_percent(src: Path) -> nbformat.NotebookNode:
     """Split a ``# %%`` script into cells; ``# %% [markdown]`` cells have their ``# `` removed."""
     nb = nbformat.v4.new_notebook()
-    kind, lines = None, []
+    kind, lines, tags = None, [], []
 
     def flush() -> None:
         text = "\n".join(lines).strip("\n")
@@ -43,12 +44,17 @@ def from_percent(src: Path) -> nbformat.NotebookNode:
             )
             nb.cells.append(nbformat.v4.new_markdown_cell(body))
         elif kind == "code" and text.strip():
-            nb.cells.append(nbformat.v4.new_code_cell(text))
+            cell = nbformat.v4.new_code_cell(text)
+            if tags:
+                cell.metadata["tags"] = tags
+            nb.cells.append(cell)
 
     for line in src.read_text().splitlines():
         if line.startswith("# %%"):
             flush()
             kind, lines = ("markdown" if "[markdown]" in line else "code"), []
+            # "# %% tags=nbval-check-output,other" puts cell tags on a code cell
+            tags = line.split("tags=", 1)[1].split(",") if "tags=" in line else []
         elif kind is not None:
             lines.append(line)
     flush()
@@ -82,6 +88,22 @@ def run_record() -> dict[str, str]:
     return {"provider": s.provider, "engine": engine, "model": llm.model_name(s)}
 
 
+def _merge_streams(outputs: list) -> list:
+    """One stdout block instead of one output per ``print(..., flush=True)`` (a streamed reply)."""
+    merged: list = []
+    for out in outputs:
+        prev = merged[-1] if merged else None
+        if (
+            prev is not None
+            and out.get("output_type") == prev.get("output_type") == "stream"
+            and out.get("name") == prev.get("name")
+        ):
+            prev["text"] = prev["text"] + out["text"]
+        else:
+            merged.append(out)
+    return merged
+
+
 def clean(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     """Strip volatile metadata and widget views (their text/plain fallback is kept)."""
     record = nb.metadata.get(RUN_KEY)
@@ -102,6 +124,7 @@ def clean(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
             # "0%|": drop the whole output; the bar is live when a learner runs the cell.
             cell.outputs = [o for o in cell.outputs if WIDGET_MIME not in o.get("data", {})]
             cell.outputs = [o for o in cell.outputs if o.get("data", True) != {}]
+            cell.outputs = _merge_streams(cell.outputs)
     return nb
 
 

@@ -36,6 +36,7 @@ __all__ = [
     "LocalServer",
     "PortInUseError",
     "ServerStartError",
+    "command_line",
     "default_source",
     "ensure_server",
     "log_tail",
@@ -138,6 +139,10 @@ def _command(engine: str, source: str, host: str, port: int) -> tuple[list[str],
             threads,
             "--n_threads_batch",
             threads,
+            # llama_cpp.server otherwise ends a stream ("[DONE]") whenever another request comes
+            # in: a second notebook or a chat user would cut the first reply short.
+            "--interrupt_requests",
+            "False",
             "--verbose",
             "False",
         ]
@@ -161,6 +166,11 @@ def _command(engine: str, source: str, host: str, port: int) -> tuple[list[str],
     raise ValueError(
         f"unknown engine {engine!r}; use 'llamacpp', 'transformers' or 'transformers-compile'"
     )
+
+
+def command_line(server: LocalServer) -> list[str]:
+    """The command that runs ``server`` (run it in a terminal to serve the model yourself)."""
+    return _command(server.engine, server.source, server.host, server.port)[0]
 
 
 def default_source(settings: Settings) -> tuple[str, str]:

@@ -8,11 +8,18 @@ import platform
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from shared.config import FriendlyError, Settings, load_settings
 from shared.paths import cache_dir, data_dir, repo_root
 
-__all__ = ["PACKAGES", "EnvironmentReport", "environment_report", "ping_provider"]
+__all__ = [
+    "PACKAGES",
+    "EnvironmentReport",
+    "display_path",
+    "environment_report",
+    "ping_provider",
+]
 
 #: the distributions the course depends on directly, shown in the report.
 PACKAGES = (
@@ -104,6 +111,23 @@ def ping_provider(settings: Settings | None = None) -> str:
     return f"yes ({time.perf_counter() - start:.1f} s)"
 
 
+def display_path(path: str | Path) -> str:
+    """A path as a learner can share it: relative to the repository, ``<site-packages>/...`` for
+    installed packages, ``~/...`` under the home folder (no absolute path of this machine)."""
+    p = Path(path)
+    parts = p.parts
+    if "site-packages" in parts:
+        return str(Path("<site-packages>", *parts[parts.index("site-packages") + 1 :]))
+    try:
+        return str(Path(".") / p.resolve().relative_to(repo_root().resolve()))
+    except ValueError:
+        pass
+    try:
+        return str(Path("~") / p.relative_to(Path.home()))
+    except ValueError:
+        return str(p)
+
+
 def environment_report(ping: bool = True, settings: Settings | None = None) -> EnvironmentReport:
     """Collect the environment report; ``ping`` also checks that the provider answers."""
     import psutil
@@ -112,7 +136,7 @@ def environment_report(ping: bool = True, settings: Settings | None = None) -> E
 
     s = settings or load_settings()
     try:
-        chat_dir = str(models.chat_model_source(None))
+        chat_dir = display_path(models.chat_model_source(None))
     except FriendlyError as exc:
         chat_dir = f"not prepared ({type(exc).__name__})"
     return EnvironmentReport(
@@ -126,11 +150,11 @@ def environment_report(ping: bool = True, settings: Settings | None = None) -> E
         model=llm.model_name(s),
         answers=ping_provider(s) if ping else "not checked",
         paths={
-            "repository": str(repo_root()),
-            "data": str(data_dir()),
-            "cache": str(cache_dir()),
+            "repository": f"{repo_root().name}/ (paths below are relative to it)",
+            "data": display_path(data_dir()),
+            "cache": display_path(cache_dir()),
             "chat model (HF folder)": chat_dir,
-            "chat model (GGUF)": str(models.smollm2_gguf_path()),
-            "embedding model": str(models.embedding_model_path()),
+            "chat model (GGUF)": display_path(models.smollm2_gguf_path()),
+            "embedding model": display_path(models.embedding_model_path()),
         },
     )

