@@ -1,19 +1,20 @@
-"""Lesson 04 helpers: segmentation, BPE, real tokenizers, embeddings math, attention."""
+"""Lesson 04 helpers: segmentation, token pieces, embeddings maths, exercise checks."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
+import tiktoken
 import torch
 import torch.nn.functional as F
 from transformers import AutoTokenizer
 
 from shared import tokens as T
-from shared.models import chat_model_dir, embedding_model_path
-from shared.paths import data_path
+from shared.models import chat_model_dir, embedding_model_path, prepare_tiktoken
 
 D = T.DEMO_DICTIONARY
-CODE = "def add(a, b):\n    return a + b\n"
 
 
 # ---------------------------------------------------------------------------- segmentation
@@ -47,81 +48,12 @@ def test_all_segmentations_lists_every_dictionary_split() -> None:
     assert T.all_segmentations("xyz", D) == []  # "x" is not in the dictionary
 
 
-# ---------------------------------------------------------------------------- BPE
-@pytest.fixture(scope="module")
-def course_bpe():
-    lines = data_path("tokens", "bpe_corpus.txt").read_text().splitlines()
-    return T.train_bpe(lines, vocab_size=400)
-
-
-def test_bpe_round_trip_is_exact_even_for_unseen_text(course_bpe) -> None:
-    for text in [
-        "The tokenizer learns merges.",
-        "完全没见过的句子 😀",
-        CODE,
-        "  spaces\tand\ttabs ",
-    ]:
-        assert course_bpe.decode(course_bpe.encode(text).ids) == text
-
-
-def test_bpe_training_is_deterministic_and_learns_frequent_pieces(course_bpe) -> None:
-    again = T.train_bpe(data_path("tokens", "bpe_corpus.txt").read_text().splitlines(), 400)
-    merges = T.bpe_merges(course_bpe)
-    assert merges == T.bpe_merges(again)
-    assert course_bpe.get_vocab_size() == 400
-    assert len(merges) == 400 - 256
-    assert merges[0] == ("Ġ", "t")  # the most frequent pair in the corpus
-    assert [T.readable_piece(p) for p in course_bpe.encode(" the").tokens] == [" the"]
-
-
-def test_bpe_rejects_a_vocabulary_smaller_than_the_bytes() -> None:
-    with pytest.raises(ValueError, match="at least 257"):
-        T.train_bpe(["abc"], vocab_size=100)
-
-
+# ---------------------------------------------------------------------------- pieces
 def test_readable_piece() -> None:
     assert T.readable_piece("Ġworld") == " world"
     assert T.readable_piece("Ċ") == "\n"
     assert T.readable_piece("å·") == "<E5><B7>"  # half of a Chinese character
     assert T.readable_piece("##ing") == "##ing"  # WordPiece tokens are left alone
-
-
-# ---------------------------------------------------------------------------- real tokenizers
-@pytest.fixture(scope="module")
-def real_tokenizers() -> dict[str, T.NamedTokenizer]:
-    return {
-        "cl100k": T.tiktoken_tokenizer(),
-        "smollm2": T.hf_tokenizer("SmolLM2", AutoTokenizer.from_pretrained(chat_model_dir())),
-        "minilm": T.hf_tokenizer("MiniLM", AutoTokenizer.from_pretrained(embedding_model_path())),
-    }
-
-
-@pytest.mark.parametrize(
-    ("text", "golden"),
-    [
-        ("Hello, world!", {"cl100k": 4, "smollm2": 4, "minilm": 4}),
-        ("老四川菜馆", {"cl100k": 8, "smollm2": 12, "minilm": 5}),
-        (CODE, {"cl100k": 12, "smollm2": 13, "minilm": 12}),
-    ],
-)
-def test_token_counts_are_golden(real_tokenizers, text: str, golden: dict[str, int]) -> None:
-    assert {k: tok.count(text) for k, tok in real_tokenizers.items()} == golden
-
-
-def test_round_trip_and_pieces(real_tokenizers) -> None:
-    cl, smol, mini = (
-        real_tokenizers["cl100k"],
-        real_tokenizers["smollm2"],
-        real_tokenizers["minilm"],
-    )
-    for tok in (cl, smol):  # byte-level BPE: exact round trip, for any text
-        assert tok.decode(tok.encode(CODE)) == CODE
-        assert tok.decode(tok.encode("老四川菜馆")) == "老四川菜馆"
-    assert cl.pieces("Hello, world!") == ["Hello", ",", " world", "!"]
-    assert smol.pieces("Hello, world!") == ["Hello", ",", " world", "!"]
-    # WordPiece lower-cases, drops spacing and maps unknown characters to [UNK]: lossy
-    assert mini.pieces("Hello, world!") == ["hello", ",", "world", "!"]
-    assert mini.pieces("老四川菜馆").count("[UNK]") == 3
 
 
 def test_estimate_cost() -> None:
@@ -162,53 +94,68 @@ def test_nearest_and_projection() -> None:
     assert p[:, 0].var() >= p[:, 1].var()  # first axis keeps the most variance
 
 
-# ---------------------------------------------------------------------------- attention
-def test_sinusoidal_positions() -> None:
-    pe = T.sinusoidal_positions(50, 16)
-    assert pe.shape == (50, 16)
-    assert torch.allclose(pe[0, 0::2], torch.zeros(8)) and torch.allclose(
-        pe[0, 1::2], torch.ones(8)
-    )
-    assert pe[3, 0].item() == pytest.approx(np.sin(3.0))
-    assert pe[3, 3].item() == pytest.approx(np.cos(3.0 / 10000 ** (2 / 16)), rel=1e-5)
-    with pytest.raises(ValueError, match="even"):
-        T.sinusoidal_positions(4, 5)
+# ---------------------------------------------------------------------------- exercise checks
+def test_token_count_check_accepts_the_true_counts_only() -> None:
+    prepare_tiktoken()
+    n_cl = len(tiktoken.get_encoding("cl100k_base").encode(T.EXERCISE_SENTENCE))
+    smol = AutoTokenizer.from_pretrained(chat_model_dir())
+    n_smol = len(smol.encode(T.EXERCISE_SENTENCE, add_special_tokens=False))
+    assert T.check_token_counts(n_cl, n_smol)
+    assert not T.check_token_counts(n_cl + 1, n_smol)
+    assert not T.check_token_counts(n_cl, n_smol - 1)
+    assert not T.check_token_counts(n_smol, n_cl)  # swapped
+    assert not T.check_token_counts(len(T.EXERCISE_SENTENCE), n_smol)  # characters, not tokens
+    assert not T.check_token_counts(None, None)
 
 
-@pytest.mark.parametrize("causal", [False, True])
-def test_attention_equals_the_torch_reference(causal: bool) -> None:
-    g = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(2, 3, 7, 8, generator=g) for _ in range(3))  # (B, H, T, d)
-    out, weights = T.scaled_dot_product_attention(q, k, v, causal=causal)
-    ref = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
-    assert torch.allclose(out, ref, atol=1e-5)
-    assert torch.allclose(weights.sum(-1), torch.ones(2, 3, 7), atol=1e-6)
-    if causal:
-        assert weights[..., 0, 1:].abs().max() == 0  # the first token sees only itself
+def test_real_tokenizers_golden_counts_and_minilm_unknowns() -> None:
+    prepare_tiktoken()
+    cl = tiktoken.get_encoding("cl100k_base")
+    smol = AutoTokenizer.from_pretrained(chat_model_dir())
+    mini = AutoTokenizer.from_pretrained(embedding_model_path())
+    assert len(cl.encode("Hello, world!")) == 4
+    assert len(smol.encode("老四川菜馆", add_special_tokens=False)) == 12
+    assert cl.decode(cl.encode("老四川菜馆")) == "老四川菜馆"  # byte-level: lossless
+    assert mini.tokenize("Hello, world!") == ["hello", ",", "world", "!"]  # uncased normaliser
+    assert mini.tokenize("老四川菜馆").count("[UNK]") == 3  # most Chinese characters are unknown
 
 
-def test_multi_head_attention_equals_torch_multiheadattention() -> None:
-    x = torch.randn(2, 6, 16, generator=torch.Generator().manual_seed(1))  # (B, T, C)
-    mine = T.MultiHeadSelfAttention(16, 4, seed=0)
-    ref = torch.nn.MultiheadAttention(16, 4, bias=False, batch_first=True)
-    with torch.no_grad():
-        ref.in_proj_weight.copy_(mine.w_qkv)
-        ref.out_proj.weight.copy_(mine.w_out)
-    mask = torch.ones(6, 6, dtype=torch.bool).triu(1)  # True = may not look
-    ref_out, ref_w = ref(x, x, x, attn_mask=mask, average_attn_weights=False)
-    out, w = mine(x, causal=True)
-    assert out.shape == (2, 6, 16) and w.shape == (2, 4, 6, 6)
-    assert torch.allclose(out, ref_out, atol=1e-5) and torch.allclose(w, ref_w, atol=1e-6)
-    with pytest.raises(ValueError, match="divisible"):
-        T.MultiHeadSelfAttention(10, 4)
+def test_search_check_rejects_a_wrong_search() -> None:
+    import numpy as np
+
+    from shared.models import load_embedder
+
+    embedder = load_embedder(device="cpu")
+    faq_vecs = embedder.encode(list(T.FAQ))
+
+    def right(question: str) -> int:
+        return T.nearest(embedder.encode([question])[0], faq_vecs, k=1)[0][0]
+
+    def worst(question: str) -> int:  # the least similar entry
+        sims = T.cosine_similarity(embedder.encode([question]), faq_vecs)[0]
+        return int(np.argmin(sims))
+
+    assert T.check_search(right)
+    assert not T.check_search(worst)
+    assert not T.check_search(lambda q: 0)
+    assert not T.check_search(lambda q: None)
 
 
-@pytest.mark.slow
-def test_attention_maps_from_the_chat_model() -> None:
-    tok, model = T.load_attention_model()
-    tokens, maps = T.attention_maps(model, tok, "many people dislike steve jobs")
-    assert tokens == ["many", " people", " dislike", " ste", "ve", " jobs"]
-    n_layers, n_heads = model.config.num_hidden_layers, model.config.num_attention_heads
-    assert maps.shape == (n_layers, n_heads, 6, 6)
-    assert torch.allclose(maps.sum(-1), torch.ones(n_layers, n_heads, 6), atol=1e-4)
-    assert maps[..., 0, 1:].abs().max() == 0  # a decoder never looks ahead
+def test_padded_attention_check_rejects_unmasked_and_wrong_masks() -> None:
+    def right(q, k, v, lengths):
+        scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+        pad = torch.arange(k.shape[1])[None, :] >= lengths[:, None]
+        return scores.masked_fill(pad[:, None, :], float("-inf")).softmax(-1) @ v
+
+    def no_mask(q, k, v, lengths):
+        return F.scaled_dot_product_attention(q, k, v)
+
+    def query_mask(q, k, v, lengths):  # masks the queries instead of the keys
+        scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+        pad = torch.arange(k.shape[1])[None, :] >= lengths[:, None]
+        return scores.masked_fill(pad[:, :, None], -1e9).softmax(-1) @ v
+
+    assert T.check_padded_attention(right)
+    assert not T.check_padded_attention(no_mask)
+    assert not T.check_padded_attention(query_mask)
+    assert not T.check_padded_attention(lambda q, k, v, lengths: None)
