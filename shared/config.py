@@ -8,6 +8,11 @@ The provider is decided in this order (ARCHITECTURE.md):
 3. ``AZURE_OPENAI_API_KEY`` + ``AZURE_OPENAI_ENDPOINT`` -> ``azure``;
 4. otherwise ``local``: a real OpenAI-compatible server on this machine (see :mod:`shared.llm`).
 
+Embeddings are a setting of their own, independent of the chat provider: ``EMBEDDING_PROVIDER``
+is ``local`` (the packaged MiniLM, the default even when an OpenAI key or base URL is set) or
+``openai`` (any OpenAI-style ``/v1/embeddings`` endpoint: ``EMBEDDING_MODEL``, and
+``EMBEDDING_BASE_URL`` / ``EMBEDDING_API_KEY``, which default to the ``OPENAI_`` ones).
+
 Keys are held in :class:`Secret`, whose ``repr``/``str`` never show the value.
 """
 
@@ -23,6 +28,7 @@ from dotenv import dotenv_values
 from shared.paths import repo_root
 
 __all__ = [
+    "EMBEDDING_PROVIDERS",
     "PROVIDERS",
     "ConfigError",
     "FriendlyError",
@@ -32,6 +38,8 @@ __all__ = [
 ]
 
 PROVIDERS = ("local", "openai", "azure")
+EMBEDDING_PROVIDERS = ("local", "openai")
+DEFAULT_OPENAI_EMBEDDING_MODEL = "text-embedding-3-small"
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
 DEFAULT_AZURE_API_VERSION = "2024-10-21"
 DEFAULT_LOCAL_PORT = 8765
@@ -100,6 +108,12 @@ class Settings:
     local_port: int = DEFAULT_LOCAL_PORT
     device: str = "auto"
     source: str = "environment"
+    #: ``local`` (packaged MiniLM) or ``openai`` (an OpenAI-style embeddings endpoint).
+    embedding_provider: str = "local"
+    #: the model asked for when ``embedding_provider`` is ``openai``.
+    embedding_model: str = DEFAULT_OPENAI_EMBEDDING_MODEL
+    embedding_base_url: str | None = None
+    embedding_api_key: Secret = field(default_factory=lambda: Secret(""))
 
     def describe(self) -> dict[str, str]:
         """A printable summary, secrets masked (safe to show in a notebook)."""
@@ -175,6 +189,13 @@ def load_settings(
         local_port=port,
         device=env.get("GENAI_DEVICE", "auto").lower(),
         source=source,
+        embedding_provider=env.get("EMBEDDING_PROVIDER", "local").lower(),
+        embedding_model=env.get(
+            "EMBEDDING_MODEL",
+            env.get("OPENAI_EMBEDDING_MODEL", DEFAULT_OPENAI_EMBEDDING_MODEL),
+        ),
+        embedding_base_url=env.get("EMBEDDING_BASE_URL", env.get("OPENAI_BASE_URL")),
+        embedding_api_key=Secret(env.get("EMBEDDING_API_KEY", env.get("OPENAI_API_KEY", ""))),
     )
     _validate(settings)
     return settings
@@ -206,5 +227,16 @@ def _validate(s: Settings) -> None:
                 "'Model deployments'), add them to .env (see .env.example), or set "
                 "GENAI_PROVIDER=local to use the local model."
             )
+    if s.embedding_provider not in EMBEDDING_PROVIDERS:
+        raise ConfigError(
+            f"EMBEDDING_PROVIDER={s.embedding_provider!r} is not supported. Use local (the "
+            "packaged MiniLM, the default) or openai (an OpenAI-style embeddings endpoint)."
+        )
+    if s.embedding_provider == "openai" and not s.embedding_api_key:
+        raise ConfigError(
+            "EMBEDDING_PROVIDER is 'openai' but neither EMBEDDING_API_KEY nor OPENAI_API_KEY is "
+            "set. Add one to .env (a local server that needs no key accepts any value, e.g. "
+            "EMBEDDING_API_KEY=not-needed), or remove EMBEDDING_PROVIDER to use the local MiniLM."
+        )
     if s.device not in ("auto", "cpu", "cuda", "mps"):
         raise ConfigError(f"GENAI_DEVICE={s.device!r} must be one of auto, cpu, cuda, mps.")

@@ -1,15 +1,12 @@
 """Lesson 05 (ChromaDB): the shop's knowledge base, embedding functions, clients, ingestion.
 
-* :func:`load_kb` / :func:`load_questions` read the committed knowledge base of the fictional
-  shop *Maple & Mill* (``data/kb/``) and its labelled questions;
-* :class:`MiniLMEmbeddingFunction` is a Chroma embedding function over the packaged
-  all-MiniLM-L6-v2, registered with Chroma so a stored collection reopens without passing it
-  again; :func:`embedding_function` picks OpenAI's embeddings instead when a key is configured;
-  :class:`MiniLMEmbeddings` is the same model as a LangChain ``Embeddings``;
-* :func:`persistent_client` keeps its files under ``shared.paths.cache_dir("chroma", ...)``;
-  :func:`start_chroma_server` runs a real ``chroma run`` server on a free port and always stops it;
-* :func:`chunk_text`, :func:`kb_chunks` and :func:`ingest` split and upsert with stable ids, so
-  ingesting twice leaves the same count; :func:`hit_rate_at_k` scores retrieval.
+* :func:`load_kb` / :func:`load_questions`: the knowledge base of the fictional shop (``data/kb/``);
+* :class:`MiniLMEmbeddingFunction`: the lesson's registered Chroma embedding function over the
+  packaged MiniLM; :class:`MiniLMEmbeddings` is the same model for LangChain;
+  :func:`embedding_function` / :func:`langchain_embeddings` follow ``EMBEDDING_PROVIDER``;
+* :func:`persistent_client`, :func:`start_chroma_server` (a ``chroma run`` that always stops);
+* :func:`chunk_text`, :func:`kb_chunks`, :func:`ingest` (stable ids + upsert: idempotent),
+  :func:`hit_rate_at_k`, :func:`wilson_interval`; exercise checks that never show the answer.
 
 Chroma's own default embedding function downloads a model on first use: it is never used here.
 """
@@ -18,7 +15,10 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
+import hashlib
 import json
+import math
 import os
 import re
 import signal
@@ -31,32 +31,31 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import chromadb
+import numpy as np
 from chromadb.api.types import Documents, EmbeddingFunction, Embeddings
-from chromadb.utils.embedding_functions import register_embedding_function
+from chromadb.config import Settings as ChromaSettings
+from chromadb.utils.embedding_functions import (
+    OpenAIEmbeddingFunction,
+    known_embedding_functions,
+    register_embedding_function,
+)
+from langchain_core.embeddings import Embeddings as _LCEmbeddings
 
+from shared.checks import CheckResult, check
 from shared.config import FriendlyError, Settings, load_settings
 from shared.models import EMBEDDING_MODEL_ID, load_embedder
 from shared.paths import cache_dir, data_path
 
+# fmt: off
 __all__ = [
-    "ChromaServer",
-    "ChromaServerError",
-    "KbDoc",
-    "MiniLMEmbeddingFunction",
-    "MiniLMEmbeddings",
-    "chunk_text",
-    "embedding_function",
-    "ephemeral_client",
-    "hit_rate_at_k",
-    "ingest",
-    "kb_chunks",
-    "langchain_embeddings",
-    "load_kb",
-    "load_questions",
-    "parse_front_matter",
-    "persistent_client",
-    "start_chroma_server",
+    "ChromaServer", "ChromaServerError", "KbDoc", "MiniLMEmbeddingFunction", "MiniLMEmbeddings",
+    "EXERCISES", "answer_digest", "check_digest", "check_embedding_exercise", "check_exercise",
+    "check_faq_exercise", "chunk_text", "embedding_function", "ephemeral_client",
+    "hit_rate_at_k", "ingest", "kb_chunks", "langchain_embeddings", "load_kb", "load_questions",
+    "parse_front_matter", "persistent_client", "start_chroma_server", "wilson_interval",
 ]
+# fmt: on
 
 _FRONT = re.compile(r"\A---\n(.*?)\n---\n", re.S)
 
@@ -103,15 +102,12 @@ def load_kb(folder: Path | None = None) -> list[KbDoc]:
 
 
 def load_questions(split: str | None = None, answerable: bool | None = None) -> list[dict]:
-    """The labelled questions (``data/kb/questions.jsonl``), optionally one split only.
-
-    ``answerable=True`` keeps questions with a ``doc_id``; ``False`` the out-of-scope ones.
-    """
+    """The labelled questions (``data/kb/questions.jsonl``), optionally one split; ``answerable``
+    True keeps those with a ``doc_id``, False the out-of-scope ones."""
     if split not in (None, "dev", "test"):
         raise ValueError(f"split must be None, 'dev' or 'test', not {split!r}")
-    rows = [
-        json.loads(line) for line in data_path("kb", "questions.jsonl").read_text().splitlines()
-    ]
+    lines = data_path("kb", "questions.jsonl").read_text().splitlines()
+    rows = [json.loads(line) for line in lines]
     rows = [r for r in rows if split is None or r["split"] == split]
     if answerable is not None:
         rows = [r for r in rows if (r["doc_id"] is not None) == answerable]
@@ -119,34 +115,29 @@ def load_questions(split: str | None = None, answerable: bool | None = None) -> 
 
 
 # ---------------------------------------------------------------------------- embeddings
-_EMBEDDER: Any = None
-
-
+@functools.cache
 def _embedder() -> Any:
-    global _EMBEDDER  # one MiniLM per process, loaded on first use (~1 s)
-    if _EMBEDDER is None:
-        _EMBEDDER = load_embedder(device="cpu")
-    return _EMBEDDER
+    return load_embedder(device="cpu")  # one MiniLM per process, loaded on first use (~1 s)
 
 
 def _encode(texts: Sequence[str]) -> list[list[float]]:
-    vectors = _embedder().encode(list(texts), batch_size=32, normalize_embeddings=True)
-    return vectors.tolist()  # (N, 384), unit length
+    return _embedder().encode(list(texts), batch_size=32, normalize_embeddings=True).tolist()
 
 
 @register_embedding_function
 class MiniLMEmbeddingFunction(EmbeddingFunction[Documents]):
     """Chroma embedding function over the packaged all-MiniLM-L6-v2 (384-d, unit vectors, offline).
 
-    Registered under :meth:`name`, so ``client.get_collection(name)`` rebuilds it from the
-    collection's stored config; importing :mod:`shared.vectordb` is all that is needed.
+    Registered under :meth:`name`: ``client.get_collection(name)`` rebuilds it from the stored
+    config in any process that imports this module. Lesson 05 writes the same class.
     """
 
     def __init__(self) -> None:
-        pass
+        pass  # nothing to set up: the model is loaded once per process, on first use
 
     def __call__(self, input: Documents) -> Embeddings:
-        return _encode(input)  # type: ignore[return-value]
+        vectors = _embedder().encode(list(input), batch_size=32, normalize_embeddings=True)
+        return vectors.tolist()  # (N, 384), unit length
 
     @staticmethod
     def name() -> str:
@@ -164,27 +155,24 @@ class MiniLMEmbeddingFunction(EmbeddingFunction[Documents]):
 
 
 def embedding_function(settings: Settings | None = None) -> EmbeddingFunction:
-    """OpenAI's embeddings when the provider is ``openai`` with a key, else the local MiniLM."""
-    s = settings or load_settings()
-    if s.provider == "openai" and s.openai_api_key:
-        from chromadb.utils.embedding_functions import OpenAIEmbeddingFunction
+    """Chroma's ``OpenAIEmbeddingFunction`` when ``EMBEDDING_PROVIDER=openai``, else MiniLM.
 
-        os.environ.setdefault("OPENAI_API_KEY", s.openai_api_key.reveal())
+    The choice is independent of the chat provider: an OpenAI key or ``OPENAI_BASE_URL`` alone
+    keeps the local MiniLM (a chat-only compatible server may serve no embeddings at all).
+    """
+    s = settings or load_settings()
+    if s.embedding_provider == "openai":
+        # Chroma reads the key from an environment variable (and stores only its name).
+        os.environ.setdefault("CHROMA_OPENAI_API_KEY", s.embedding_api_key.reveal())
         return OpenAIEmbeddingFunction(
-            model_name=s.openai_embedding_model,
-            api_base=s.openai_base_url,
-            api_key_env_var="OPENAI_API_KEY",
+            model_name=s.embedding_model,
+            api_base=s.embedding_base_url,
+            api_key_env_var="CHROMA_OPENAI_API_KEY",
         )
     return MiniLMEmbeddingFunction()
 
 
-try:  # the LangChain view of the same model (langchain-chroma's vector store needs one)
-    from langchain_core.embeddings import Embeddings as _LCEmbeddings
-except ImportError:  # pragma: no cover - langchain is pinned in requirements.txt
-    _LCEmbeddings = object  # type: ignore[assignment,misc]
-
-
-class MiniLMEmbeddings(_LCEmbeddings):  # type: ignore[misc,valid-type]
+class MiniLMEmbeddings(_LCEmbeddings):
     """LangChain ``Embeddings`` over the same packaged MiniLM (identical vectors to Chroma's)."""
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
@@ -195,37 +183,33 @@ class MiniLMEmbeddings(_LCEmbeddings):  # type: ignore[misc,valid-type]
 
 
 def langchain_embeddings(settings: Settings | None = None) -> Any:
-    """``OpenAIEmbeddings`` when an OpenAI key is configured, else :class:`MiniLMEmbeddings`."""
+    """``OpenAIEmbeddings`` when ``EMBEDDING_PROVIDER=openai``, else :class:`MiniLMEmbeddings`."""
     s = settings or load_settings()
-    if s.provider == "openai" and s.openai_api_key:
+    if s.embedding_provider == "openai":
         from langchain_openai import OpenAIEmbeddings
 
         return OpenAIEmbeddings(
-            model=s.openai_embedding_model,
-            api_key=s.openai_api_key.reveal(),
-            base_url=s.openai_base_url,
+            model=s.embedding_model,
+            api_key=s.embedding_api_key.reveal(),
+            base_url=s.embedding_base_url,
+            # OpenAI's own endpoint accepts token ids; other servers want the text itself.
+            check_embedding_ctx_length=s.embedding_base_url is None,
         )
     return MiniLMEmbeddings()
 
 
 # ---------------------------------------------------------------------------- clients
 def _chroma_settings(allow_reset: bool) -> Any:
-    from chromadb.config import Settings as ChromaSettings
-
     return ChromaSettings(anonymized_telemetry=False, allow_reset=allow_reset)
 
 
 def ephemeral_client(allow_reset: bool = False) -> Any:
     """An in-memory client: nothing is written to disk, all is gone when the kernel stops."""
-    import chromadb
-
     return chromadb.EphemeralClient(settings=_chroma_settings(allow_reset))
 
 
 def persistent_client(name: str = "lesson05", allow_reset: bool = False) -> Any:
     """A client whose data lives in ``cache_dir("chroma", name)`` and survives restarts."""
-    import chromadb
-
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise ValueError(f"store name must be a plain folder name, not {name!r}")
     return chromadb.PersistentClient(
@@ -244,14 +228,10 @@ class ChromaServer:
     log: str
     _proc: Any = None
 
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+    url = property(lambda self: f"http://{self.host}:{self.port}")
 
     def client(self) -> Any:
         """An ``HttpClient`` talking to this server."""
-        import chromadb
-
         return chromadb.HttpClient(
             host=self.host, port=self.port, settings=_chroma_settings(allow_reset=False)
         )
@@ -261,17 +241,14 @@ class ChromaServer:
 
     def stop(self) -> None:
         """Terminate the server (its whole process group); safe to call twice."""
-        if self._proc is None:
-            return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self._proc.pid, signal.SIGTERM)
-        try:
-            self._proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            if self._proc is None:
+                return
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self._proc.pid, signal.SIGKILL)
-            self._proc.wait(timeout=10)
-        self._proc = None
+                os.killpg(self._proc.pid, sig)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._proc.wait(timeout=10)
+                self._proc = None
 
     def __enter__(self) -> ChromaServer:
         return self
@@ -280,18 +257,17 @@ class ChromaServer:
         self.stop()
 
 
-def _free_port(host: str) -> int:
+def _free_port(host: str, port: int = 0) -> int:
+    """``port`` if it can be bound on ``host`` (0: any free port); raises OSError if it is taken."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
+        s.bind((host, port))
         return s.getsockname()[1]
 
 
 def start_chroma_server(
-    name: str = "lesson05-server",
-    port: int | None = None,
-    host: str = "127.0.0.1",
+    name: str = "lesson05-server", port: int | None = None, host: str = "127.0.0.1",
     timeout: float = 60.0,
-) -> ChromaServer:
+) -> ChromaServer:  # fmt: skip
     """Start ``chroma run`` over ``cache_dir("chroma", name)`` on a free port; wait for heartbeat.
 
     Use it as a context manager (``with start_chroma_server() as server:``); it is also stopped
@@ -301,21 +277,20 @@ def start_chroma_server(
 
     exe = Path(sys.executable).with_name("chroma")
     if not exe.exists():
+        raise ChromaServerError(f"The chroma command is missing ({exe}); reinstall: `make lab`.")
+    try:
+        port = _free_port(host, port or 0)
+    except OSError:
         raise ChromaServerError(
-            f"The chroma command is missing ({exe}); reinstall with `make lab`."
-        )
-    port = port or _free_port(host)
+            f"Port {port} on {host} is already in use: pick another port, or leave it out to "
+            f"get a free one (`lsof -i :{port}` shows what holds it)."
+        ) from None
     path = cache_dir("chroma", name)
     log = cache_dir("chroma") / f"server-{port}.log"
     cmd = [str(exe), "run", "--path", str(path), "--host", host, "--port", str(port)]
     with open(log, "w") as out:
-        proc = subprocess.Popen(
-            cmd,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
     server = ChromaServer(host, port, str(path), proc.pid, str(log), proc)
     atexit.register(server.stop)
     deadline = time.monotonic() + timeout
@@ -331,18 +306,14 @@ def start_chroma_server(
                 return server
         time.sleep(0.2)
     server.stop()
-    raise ChromaServerError(
-        f"`chroma run` did not answer on port {port} within {timeout:.0f} s "
-        f"and was stopped; see {log}."
-    )
+    raise ChromaServerError(f"`chroma run` did not answer on port {port} within {timeout:.0f} s "
+                            f"and was stopped; see {log}.")  # fmt: skip
 
 
 # ---------------------------------------------------------------------------- ingestion
 def chunk_text(text: str, max_words: int = 120, overlap: int = 20) -> list[str]:
-    """Split text into chunks of at most ``max_words`` words, cutting at paragraph ends first.
-
-    A paragraph longer than ``max_words`` is cut into word windows that share ``overlap`` words.
-    """
+    """Chunks of at most ``max_words`` words, cut at paragraph ends first; a longer paragraph
+    is cut into word windows that share ``overlap`` words."""
     if max_words < 1 or not 0 <= overlap < max_words:
         raise ValueError("need max_words >= 1 and 0 <= overlap < max_words")
     pieces: list[list[str]] = []
@@ -372,20 +343,14 @@ def kb_chunks(
         for n, chunk in enumerate(chunk_text(doc.text, max_words, overlap)):
             ids.append(f"{doc.id}#{n}")
             texts.append(chunk)
-            metas.append(
-                {"doc_id": doc.id, "title": doc.title, "category": doc.category, "chunk": n}
-            )
+            metas.append({"doc_id": doc.id, "title": doc.title, "category": doc.category,
+                          "chunk": n})  # fmt: skip
     return ids, texts, metas
 
 
-def ingest(
-    collection: Any,
-    ids: Sequence[str],
-    documents: Sequence[str],
-    metadatas: Sequence[dict] | None = None,
-    batch_size: int = 64,
-    progress: bool = True,
-) -> int:
+def ingest(collection: Any, ids: Sequence[str], documents: Sequence[str],
+           metadatas: Sequence[dict] | None = None, batch_size: int = 64,
+           progress: bool = True) -> int:  # fmt: skip
     """Upsert in batches (with a progress bar); re-running never duplicates. Returns the count."""
     if len(set(ids)) != len(ids):
         raise ValueError("ids must be unique: a duplicate id would silently overwrite a chunk")
@@ -395,19 +360,16 @@ def ingest(
 
     starts = range(0, len(ids), batch_size)
     for i in tqdm(starts, desc=f"upsert -> {collection.name}", disable=not progress):
-        collection.upsert(
-            ids=list(ids[i : i + batch_size]),
-            documents=list(documents[i : i + batch_size]),
-            metadatas=None if metadatas is None else list(metadatas[i : i + batch_size]),
-        )
+        batch = slice(i, i + batch_size)
+        metas = None if metadatas is None else list(metadatas[batch])
+        collection.upsert(ids=list(ids[batch]), documents=list(documents[batch]), metadatas=metas)
     return collection.count()
 
 
 def hit_rate_at_k(ranked: Sequence[Sequence[str]], gold: Sequence[str | None], k: int = 3) -> float:
     """Share of questions whose gold doc id is among the first ``k`` distinct retrieved doc ids.
 
-    ``ranked[i]`` lists doc ids for question ``i``, best first (several chunks of one page may
-    repeat an id: duplicates are collapsed). Questions whose gold id is ``None`` are skipped.
+    ``ranked[i]``: doc ids for question ``i``, best first (repeats collapse); gold None: skipped.
     """
     if k < 1:
         raise ValueError("k must be >= 1")
@@ -417,3 +379,72 @@ def hit_rate_at_k(ranked: Sequence[Sequence[str]], gold: Sequence[str | None], k
     if not pairs:
         raise ValueError("no answerable questions (with a gold doc id) to score")
     return sum(g in r[:k] for r, g in pairs) / len(pairs)
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a rate ``successes / n`` (95 % with the default ``z``)."""
+    if n <= 0 or not 0 <= successes <= n:
+        raise ValueError(f"need 0 <= successes <= n and n > 0, got {successes}/{n}")
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def answer_digest(value: Any) -> str:
+    """SHA-256 of a value's canonical JSON (floats rounded to 3 places): an answer's fingerprint."""
+    if isinstance(value, float):
+        value = round(value, 3)
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def check_digest(label: str, value: Any, digest: str, hint: str = "") -> CheckResult:
+    """An exercise check that compares fingerprints, so the expected answer is never shown."""
+    return check(label, lambda: answer_digest(value) == digest, hint)
+
+
+# ---------------------------------------------------------------------------- exercises (lesson 05)
+EXERCISES: dict[str, str] = {  # check label -> SHA-256 of the expected answer (answer_digest)
+    "electrical over $90": "ab342e6832d0949db589e20bc0d2773afe22cbb86b34641067bba8ba0116d4a7",
+    "50-word chunks, hit@3": "491f82ed3908ff93df72ebb16d97adcd2558d5696be0cf339c38ccf49bf73827",
+}
+
+
+def check_exercise(label: str, value: Any, hint: str = "") -> CheckResult:
+    """Check an answer of lesson 05 against its stored fingerprint (the answer is never shown)."""
+    return check_digest(label, value, EXERCISES[label], hint)
+
+
+def check_embedding_exercise(cls: Any, hint: str = "") -> CheckResult:
+    """Exercise 2: ``cls(max_words)`` embeds each text's first words with MiniLM, registered."""
+    texts = [" ".join(f"word{i}" for i in range(40)), load_kb()[0].text]
+
+    def same(ef: Any, n: int) -> bool:
+        want = MiniLMEmbeddingFunction()([" ".join(t.split()[:n]) for t in texts])
+        return bool(np.allclose(np.array(ef(texts)), np.array(want), atol=1e-5))
+
+    def passed() -> bool:
+        ef = cls(max_words=5)
+        return (isinstance(ef, EmbeddingFunction) and cls.name() == "first-words-minilm"
+                and known_embedding_functions.get(cls.name()) is cls
+                and ef.get_config() == {"max_words": 5} and same(ef, 5) and same(cls(), 20)
+                and same(type(ef).build_from_config(ef.get_config()), 5))  # fmt: skip
+
+    return check("an embedding function over the first words", passed, hint)
+
+
+def check_faq_exercise(add_faq: Any, client: Any, hint: str = "") -> CheckResult:
+    """Exercise 3: ``add_faq(collection, entries)`` twice (once edited): 3 current records."""
+    v1 = ["Saturday orders leave the warehouse on Monday.", "We plant a tree for every order.",
+          "Our packaging is recycled cardboard."]  # fmt: skip
+    v2 = [v1[0], "We plant two trees for every order.", v1[2]]
+
+    def passed() -> bool:
+        with contextlib.suppress(Exception):
+            client.delete_collection("exercise-faq")
+        col = client.create_collection("exercise-faq", embedding_function=MiniLMEmbeddingFunction())
+        add_faq(col, v1)
+        add_faq(col, v2)
+        return col.count() == 3 and sorted(col.get()["documents"]) == sorted(v2)
+
+    return check("add_faq twice: 3 records, the edit kept", passed, hint)

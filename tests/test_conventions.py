@@ -56,7 +56,17 @@ LESSON_CALLS: dict[str, tuple[str, ...]] = {
         'attn_implementation="eager"',
         "output_attentions=True",
     ),
-    "05_chromadb": (),
+    "05_chromadb": (
+        "chromadb.EphemeralClient(",
+        "chromadb.PersistentClient(",
+        "chromadb.HttpClient(",
+        "chroma run",
+        '"run", "--path"',  # the `chroma run --path ... --port ...` command line, run
+        "@register_embedding_function",
+        "(EmbeddingFunction[Documents])",
+        ".upsert(",
+        ".query(",
+    ),
     "06_langchain": (),
     "07_lora_finetuning": (),
     "08_customer_service": (),

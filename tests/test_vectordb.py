@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import uuid
 
 import numpy as np
 import pytest
@@ -80,6 +81,165 @@ def test_embedding_function_choice_follows_settings() -> None:
     local = load_settings(environ={}, use_dotenv=False)
     assert isinstance(vectordb.embedding_function(local), vectordb.MiniLMEmbeddingFunction)
     assert isinstance(vectordb.langchain_embeddings(local), vectordb.MiniLMEmbeddings)
+    # A chat provider with a key and a compatible base URL does not switch the embeddings.
+    chat_only = {"OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": "http://127.0.0.1:9/v1"}
+    s = load_settings(environ=chat_only, use_dotenv=False)
+    assert s.provider == "openai" and s.embedding_provider == "local"
+    assert isinstance(vectordb.embedding_function(s), vectordb.MiniLMEmbeddingFunction)
+
+
+def test_embedding_settings_are_their_own() -> None:
+    from langchain_openai import OpenAIEmbeddings
+
+    from shared.config import ConfigError, load_settings
+
+    env = {"EMBEDDING_PROVIDER": "openai", "OPENAI_API_KEY": "sk-test"}
+    s = load_settings(environ=env, use_dotenv=False)
+    assert (s.embedding_model, s.embedding_base_url) == ("text-embedding-3-small", None)
+    assert "sk-test" not in repr(s) and "sk-test" not in str(s.describe())
+    lc = vectordb.langchain_embeddings(s)
+    assert isinstance(lc, OpenAIEmbeddings) and lc.check_embedding_ctx_length  # OpenAI itself
+    env = {"EMBEDDING_PROVIDER": "OpenAI", "EMBEDDING_MODEL": "m", "EMBEDDING_API_KEY": "k",
+           "EMBEDDING_BASE_URL": "http://127.0.0.1:9/v1"}  # fmt: skip
+    s = load_settings(environ=env, use_dotenv=False)
+    assert s.provider == "local"  # the chat provider is untouched
+    assert (s.embedding_provider, s.embedding_model, s.embedding_api_key.reveal()) == (
+        "openai",
+        "m",
+        "k",
+    )
+    assert type(vectordb.embedding_function(s)).__name__ == "OpenAIEmbeddingFunction"
+    assert not vectordb.langchain_embeddings(s).check_embedding_ctx_length  # sends plain text
+    with pytest.raises(ConfigError, match="EMBEDDING_PROVIDER='cohere'"):
+        load_settings(environ={"EMBEDDING_PROVIDER": "cohere"}, use_dotenv=False)
+    with pytest.raises(ConfigError, match="EMBEDDING_API_KEY"):
+        load_settings(environ={"EMBEDDING_PROVIDER": "openai"}, use_dotenv=False)
+
+
+@pytest.mark.slow
+def test_openai_style_embeddings_against_a_real_server() -> None:
+    """llama.cpp's OpenAI-compatible server, embeddings on (mean pooling), on a free port."""
+    import os
+    import signal
+    import time
+
+    import httpx
+
+    from shared.config import load_settings
+    from shared.models import smollm2_gguf_path
+
+    port = vectordb._free_port("127.0.0.1")
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_gguf_path()),
+           "--model_alias", "smollm2-embed", "--embedding", "true",
+           "--kv_overrides", "llama.pooling_type=int:1",  # mean of the token vectors
+           "--host", "127.0.0.1", "--port", str(port), "--n_threads", "1",
+           "--verbose", "False"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                            start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, "the llama.cpp server exited"
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "the llama.cpp server did not answer"
+            time.sleep(0.3)
+        env = {"EMBEDDING_PROVIDER": "openai", "EMBEDDING_MODEL": "smollm2-embed",
+               "EMBEDDING_BASE_URL": f"http://127.0.0.1:{port}/v1",
+               "EMBEDDING_API_KEY": "not-needed"}  # fmt: skip
+        s = load_settings(environ=env, use_dotenv=False)
+        ef = vectordb.embedding_function(s)
+        texts = ["Where is my parcel?", "Gift cards are valid for three years.", "Hello"]
+        vecs = np.array(ef(texts))
+        assert vecs.shape == (3, 576)  # SmolLM2-135M's hidden size
+        assert np.isfinite(vecs).all() and (np.linalg.norm(vecs, axis=1) > 0).all()
+        lc = vectordb.langchain_embeddings(s).embed_query(texts[1])
+        np.testing.assert_allclose(lc, vecs[1], rtol=1e-4, atol=1e-4)
+        client = vectordb.ephemeral_client()
+        col = client.create_collection(
+            "openai-style", embedding_function=ef, configuration={"hnsw": {"space": "cosine"}}
+        )
+        col.add(ids=["a", "b", "c"], documents=texts)
+        hit = col.query(query_texts=[texts[1]], n_results=1, include=["distances"])
+        assert hit["ids"][0] == ["b"] and hit["distances"][0][0] < 1e-3
+        client.delete_collection("openai-style")
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+def test_wilson_interval_and_digests() -> None:
+    low, high = vectordb.wilson_interval(38, 48)
+    assert (round(low, 2), round(high, 2)) == (0.66, 0.88)
+    assert vectordb.wilson_interval(0, 10)[0] == 0.0 and vectordb.wilson_interval(10, 10)[1] == 1.0
+    with pytest.raises(ValueError, match="successes"):
+        vectordb.wilson_interval(3, 2)
+    assert vectordb.answer_digest(0.90476) == vectordb.answer_digest(0.905)
+    assert vectordb.answer_digest(["a", "b"]) != vectordb.answer_digest(["b", "a"])
+
+
+def test_exercise_checks_fail_on_wrong_answers(mem) -> None:
+    from chromadb.api.types import Documents, EmbeddingFunction, Embeddings
+    from chromadb.utils.embedding_functions import register_embedding_function
+
+    assert vectordb.check_exercise("electrical over $90", ["EL-GRN", "EL-HTR", "EL-LMP"])
+    assert not vectordb.check_exercise("electrical over $90", ["EL-GRN", "EL-HTR"])
+    assert not vectordb.check_exercise("electrical over $90", None)
+    assert vectordb.check_exercise("50-word chunks, hit@3", 38 / 42)
+    assert not vectordb.check_exercise("50-word chunks, hit@3", 39 / 42)
+
+    def make(cut: bool) -> type:
+        class FirstWords(EmbeddingFunction[Documents]):
+            def __init__(self, max_words: int = 20) -> None:
+                self.max_words = max_words
+
+            def __call__(self, input: Documents) -> Embeddings:
+                n = self.max_words if cut else None
+                return vectordb.MiniLMEmbeddingFunction()([" ".join(t.split()[:n]) for t in input])
+
+            @staticmethod
+            def name() -> str:
+                return "first-words-minilm"
+
+            def get_config(self) -> dict:
+                return {"max_words": self.max_words}
+
+            @staticmethod
+            def build_from_config(config: dict) -> EmbeddingFunction:
+                return FirstWords(config["max_words"])
+
+        return FirstWords
+
+    wrong = make(cut=False)  # embeds the whole text
+    assert not vectordb.check_embedding_exercise(register_embedding_function(wrong))
+    assert not vectordb.check_embedding_exercise(make(cut=True))  # right, but never registered
+    assert vectordb.check_embedding_exercise(register_embedding_function(make(cut=True)))
+
+    def with_add(col, entries):
+        col.add(ids=[f"faq-{i}" for i in range(len(entries))], documents=entries)
+
+    def random_ids(col, entries):
+        col.upsert(ids=[str(uuid.uuid4()) for _ in entries], documents=entries)
+
+    def with_upsert(col, entries):
+        col.upsert(ids=[f"faq-{i}" for i in range(len(entries))], documents=entries)
+
+    assert not vectordb.check_faq_exercise(with_add, mem)  # keeps the old wording
+    assert not vectordb.check_faq_exercise(random_ids, mem)  # duplicates
+    assert vectordb.check_faq_exercise(with_upsert, mem)
+
+
+def test_chroma_server_port_busy_is_a_clear_error() -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        with pytest.raises(vectordb.ChromaServerError, match="already in use"):
+            vectordb.start_chroma_server("pytest-busy", port=busy.getsockname()[1])
 
 
 def test_registered_function_reopens_in_a_new_process(ef) -> None:
