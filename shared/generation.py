@@ -33,12 +33,15 @@ __all__ = [
     "generate_ids",
     "next_token_logits",
     "next_token_probs",
+    "perplexity_ok",
     "plot_temperature_sweep",
     "plot_top_tokens",
     "sample_continuations",
     "sample_next",
     "selection_probs",
     "sequence_logprob",
+    "template_overhead_ok",
+    "top_k_sampler_ok",
     "top_k_filter",
     "top_p_filter",
     "top_tokens",
@@ -306,15 +309,56 @@ def fit_to_window(ids: Sequence[int], window: int, reserve: int = 0) -> list[int
 
 
 @torch.no_grad()
-def sequence_logprob(model: Any, tokenizer: Any, text: str) -> float:
-    """Total log-probability (natural log) of ``text``, token by token after the first."""
-    ids = tokenizer(text, return_tensors="pt").input_ids  # (1, T)
+def sequence_logprob(model: Any, tokenizer: Any, text: str, from_start: bool = False) -> float:
+    """Total log-probability (natural log) of ``text``, token by token after the first.
+
+    ``from_start=True`` puts the end-of-text separator in front so the first token is scored too:
+    then the result is log p(text) itself, not log p(rest | first token).
+    """
+    ids = tokenizer((tokenizer.eos_token if from_start else "") + text, return_tensors="pt")
+    ids = ids.input_ids  # (1, T)
     if ids.shape[1] < 2:
         raise ValueError("the text needs at least two tokens")
     device = next(model.parameters()).device
     logits = model(input_ids=ids.to(device)).logits.float().cpu()  # (1, T, V)
     logp = torch.log_softmax(logits[0, :-1], dim=-1)  # position t predicts token t + 1
     return float(logp.gather(-1, ids[0, 1:, None]).sum())
+
+
+# ------------------------------------------------------------------------ exercise checks
+def template_overhead_ok(answer: Any, tokenizer: Any, message: str) -> bool:
+    """Exercise 1: the tokens the chat template adds around ``message`` (not printed)."""
+    rendered = chat_input_ids(tokenizer, message).shape[1]
+    return answer == rendered - len(tokenizer(message).input_ids)
+
+
+def top_k_sampler_ok(
+    sampler: Any, logits: torch.Tensor, k: int = 5, draws: int = 4000, seed: int = 0
+) -> bool:
+    """Exercise 2: ``sampler(logits, k, generator)`` draws only from the k best tokens, with their
+    renormalised probabilities (each frequency within 5 standard errors), and a seed repeats it."""
+    best = torch.topk(logits, k)
+    expected = torch.softmax(best.values, dim=-1)  # (k,)
+    gen = torch.Generator().manual_seed(seed)
+    ids = [int(sampler(logits, k, gen)) for _ in range(draws)]
+    allowed = best.indices.tolist()
+    if not set(ids) <= set(allowed):
+        return False
+    freq = torch.tensor([ids.count(i) / draws for i in allowed])
+    stderr = (expected * (1 - expected) / draws).sqrt()
+    if ((freq - expected).abs() > 5 * stderr + 1e-3).any():
+        return False
+    again = torch.Generator().manual_seed(seed)
+    return [int(sampler(logits, k, again)) for _ in range(50)] == ids[:50]
+
+
+@torch.no_grad()
+def perplexity_ok(answer: Any, model: Any, tokenizer: Any, text: str) -> bool:
+    """Exercise 3: perplexity of ``text`` with every token scored after ``eos`` (not printed)."""
+    ids = tokenizer(tokenizer.eos_token + text, return_tensors="pt").input_ids
+    device = next(model.parameters()).device
+    loss = model(input_ids=ids.to(device), labels=ids.to(device)).loss  # mean NLL, shifted
+    return math.isclose(float(answer), math.exp(float(loss)), rel_tol=1e-3)
 
 
 # ------------------------------------------------------------------------ plots

@@ -48,6 +48,7 @@ __all__ = [
 
 LOCAL_MODEL_ALIAS = "smollm2-135m-instruct"
 START_TIMEOUT_S = 180.0
+BUSY_WAIT_S = 60.0  # how long a running course server may take to answer before it counts as stuck
 
 
 class PortInUseError(FriendlyError):
@@ -102,6 +103,18 @@ def _served_models(host: str, port: int, timeout: float = 2.0) -> list[str] | No
         return [m.get("id", "") for m in r.json().get("data", [])]
     except (httpx.HTTPError, ValueError, AttributeError):
         return None
+
+
+def _answers(host: str, port: int, patience: float) -> bool:
+    """Whether the server answers within ``patience`` seconds: a busy server on a loaded CPU (a
+    long generation for another notebook) can take a while to list its models."""
+    deadline = time.monotonic() + patience
+    while True:
+        if _served_models(host, port, timeout=min(5.0, patience)) is not None:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.5)
 
 
 def _port_free(host: str, port: int) -> bool:
@@ -232,7 +245,13 @@ def start_server(
     cmd, name = _command(engine, str(source), host, port)
 
     state = _read_state(port)
-    if state and _pid_alive(state.pid) and (_served_models(host, port) is not None):
+    if state and _pid_alive(state.pid) and not _answers(host, port, BUSY_WAIT_S):
+        raise ServerStartError(
+            f"The course's server on port {port} (pid {state.pid}) is running but has not "
+            f"answered for {BUSY_WAIT_S:.0f}s. If it stays so, restart it: "
+            f"`python -m shared.llm stop --port {port}`, then re-run this cell."
+        )
+    if state and _pid_alive(state.pid):
         if state.source == str(source) and state.engine == engine:
             return state  # reuse the running server across notebooks
         raise PortInUseError(

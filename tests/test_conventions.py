@@ -37,8 +37,23 @@ DEFAULT_RUN = {"provider": "local", "engine": "llamacpp", "model": LOCAL_MODEL_A
 
 #: STYLE.md rule 4: the library calls each lesson's notebook must show (the learner writes them).
 LESSON_CALLS: dict[str, tuple[str, ...]] = {
-    "00_setup": (),
-    "01_llm_basics": (),
+    "00_setup": (
+        "load_dotenv()",
+        "OpenAI()",
+        "OpenAI(base_url=",
+        "AzureOpenAI(",
+        "chat.completions.create(",
+        "stream=True",
+        "openai.APIConnectionError",
+    ),
+    "01_llm_basics": (
+        "AutoTokenizer.from_pretrained(",
+        "AutoModelForCausalLM.from_pretrained(",
+        "apply_chat_template(",
+        "torch.multinomial(",
+        "do_sample=True",
+        "torch.Generator()",
+    ),
     "02_model_comparison": (),
     "03_prompt_engineering": (),
     "04_tokenizers_embeddings": (

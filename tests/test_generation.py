@@ -163,3 +163,68 @@ def test_a_sentence_is_more_likely_than_its_shuffle(chat) -> None:
     assert math.isfinite(good)
     with pytest.raises(ValueError, match="two tokens"):
         g.sequence_logprob(model, tok, "a")
+
+
+# ------------------------------------------------------------------------ exercise checks
+EXERCISE_LOGITS = torch.tensor([3.0, 2.5, 2.0, 1.0, 0.5, 0.0, -1.0, -2.0])
+
+
+def _good_top_k(logits, k, generator):
+    best = torch.topk(logits, k)
+    pick = torch.multinomial(torch.softmax(best.values, -1), 1, generator=generator)
+    return int(best.indices[pick])
+
+
+def test_top_k_sampler_check_accepts_a_right_answer() -> None:
+    assert g.top_k_sampler_ok(_good_top_k, EXERCISE_LOGITS, k=3)
+
+
+@pytest.mark.parametrize(
+    "wrong",
+    [
+        lambda logits, k, gen: int(logits.argmax()),  # greedy, not sampling
+        lambda logits, k, gen: int(torch.multinomial(torch.softmax(logits, -1), 1, generator=gen)),
+        lambda logits, k, gen: int(
+            torch.topk(logits, k).indices[  # uniform over the top k
+                torch.randint(k, (1,), generator=gen)
+            ]
+        ),
+        lambda logits, k, gen: _good_top_k(logits, k, torch.Generator()),  # ignores the seed
+    ],
+    ids=["greedy", "no-top-k", "uniform", "unseeded"],
+)
+def test_top_k_sampler_check_rejects_wrong_answers(wrong) -> None:
+    assert not g.top_k_sampler_ok(wrong, EXERCISE_LOGITS, k=3)
+
+
+def test_template_overhead_check(chat) -> None:
+    tok, _ = chat
+    message = "Tokens cost money."
+    right = g.chat_input_ids(tok, message).shape[1] - len(tok(message).input_ids)
+    assert right > 10  # the default system prompt alone is about 20 tokens
+    assert g.template_overhead_ok(right, tok, message)
+    assert not g.template_overhead_ok(g.chat_input_ids(tok, message).shape[1], tok, message)
+
+
+def test_perplexity_check(chat) -> None:
+    tok, model = chat
+    text = "The cat sat on the mat."
+    ids = tok(tok.eos_token + text, return_tensors="pt").input_ids
+    with torch.no_grad():
+        logp = torch.log_softmax(model(input_ids=ids).logits[0, :-1], -1)
+    nll = -logp.gather(-1, ids[0, 1:, None]).mean().item()
+    assert g.perplexity_ok(math.exp(nll), model, tok, text)
+    assert not g.perplexity_ok(nll, model, tok, text)  # forgot the exp
+    without_first = -logp.gather(-1, ids[0, 1:, None])[1:].mean().item()
+    assert not g.perplexity_ok(math.exp(without_first), model, tok, text)  # first token unscored
+
+
+def test_sequence_logprob_from_the_start_scores_the_first_token(chat) -> None:
+    tok, model = chat
+    text = "The cat sat on the mat."
+    ids = tok(tok.eos_token + text, return_tensors="pt").input_ids
+    with torch.no_grad():
+        logp = torch.log_softmax(model(input_ids=ids).logits[0, :-1], -1)
+    total = logp.gather(-1, ids[0, 1:, None]).sum().item()
+    assert g.sequence_logprob(model, tok, text, from_start=True) == pytest.approx(total, abs=1e-3)
+    assert g.sequence_logprob(model, tok, "a", from_start=True) < 0  # one token is enough now

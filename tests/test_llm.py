@@ -187,6 +187,40 @@ def test_port_taken_by_another_program() -> None:
             llm.start_server(port=port, settings=settings_from({}))
 
 
+def test_a_running_course_server_that_does_not_answer_is_reported(monkeypatch) -> None:
+    """The state file names a live process (this one) but nothing answers on the port: the
+    course waits, then says how to restart it, instead of blaming another program."""
+    import json
+    import os
+
+    from shared import server
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        state = server._state_file(port)
+        state.write_text(
+            json.dumps(
+                {
+                    "engine": "llamacpp",
+                    "model": "m",
+                    "source": "x.gguf",
+                    "host": "127.0.0.1",
+                    "port": port,
+                    "pid": os.getpid(),
+                    "log": "x.log",
+                }
+            )
+        )
+        monkeypatch.setattr(server, "BUSY_WAIT_S", 1.0)
+        try:
+            with pytest.raises(llm.ServerStartError, match="has not answered .* stop --port"):
+                llm.start_server(port=port, settings=settings_from({}))
+        finally:
+            state.unlink()
+
+
 def test_server_that_dies_shows_its_log(tmp_path) -> None:
     with pytest.raises(llm.ServerStartError, match="exited .* Last lines of") as err:
         llm.start_server(
