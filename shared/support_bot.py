@@ -2,108 +2,88 @@
 
 :class:`SupportBot` answers one message of one chat session in a fixed order, so that every step
 can be tested and measured on its own and none depends on the chat model being smart:
-
-1. guardrails (:func:`check_input`, plus: an order number that is not the customer's is refused);
-2. intent (:class:`Router`), sentiment and urgency (:func:`assess_mood`), follow-up detection;
-3. hand-off to a person (a ticket with the conversation) when the customer asks for one, is
-   upset, the topic is out of scope, or the assistant is unsure;
-4. account questions from the shop's SQLite database (read-only, parameterised queries):
-   order status and recommendations from the customer's history;
-5. everything else from the knowledge base (Chroma via LangChain): below a similarity threshold
-   the assistant does not guess; above it the chat model (any provider, via :mod:`shared.llm`)
-   answers from the retrieved text, and an answer whose words are not supported by that text is
-   replaced by the passage itself. Sources are always shown.
-
-Feedback and tickets live in :mod:`shared.support_store`; the web chat is :mod:`shared.support_ui`
-(``python -m shared.support_bot`` or ``make demo``); the evaluation is :mod:`shared.support_eval`.
+guardrails (injection, prompt extraction, other customers' data, in English and Chinese) ->
+language (English only; another language gets a bilingual note and a person) -> hand-off (asked
+for, directly or not, or an upset customer) -> the signed-in customer's own orders (read-only
+SQL; a guest's order question without a number falls through to the help centre) -> products
+(catalogue or history) -> the help centre: hybrid page search with the router as a soft prior,
+a threshold below which the assistant declines, and an **extractive** answer. With
+``use_model=True`` the chat model rephrases the extract; a rephrasing that drops or adds a number
+or name is never shown. The web chat is :mod:`shared.support_ui`; the scorer
+:mod:`shared.support_eval`.
 """
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from shared import support_eval, support_kb, support_lang, support_nlu, support_shop
 from shared.config import FriendlyError
-from shared.support_eval import (
-    MEANING,
-    load_conversations,
-    percentile,
-    run_conversations,
-    summarize,
-)
 from shared.support_kb import (
     INTENT_CATEGORIES,
+    REPHRASE_PROMPT,
     Hit,
     KnowledgeBase,
+    accept_rephrasing,
     build_knowledge_base,
-    content_words,
     grounded_share,
+    rephrase,
 )
 from shared.support_nlu import (
-    INTENTS,
-    KB_INTENTS,
+    NOT_ENGLISH,
     Guard,
-    Mood,
-    Route,
     Router,
+    asks_for_order,
+    asks_if_stocked,
     assess_mood,
     check_input,
+    detect_language,
+    is_follow_up,
+    is_yes,
     load_examples,
+    normalize,
+    order_ids,
+    redact,
+    wants_any_recommendation,
+    wants_human,
+    wants_recommendation,
 )
-from shared.support_shop import ShopDB, open_shop
-from shared.support_store import FeedbackError, SupportStore, Ticket
+from shared.support_shop import ProductSearch, ShopDB, open_shop
+from shared.support_store import FeedbackError, SupportStore
 
 __all__ = [
-    "INTENTS",
-    "KB_INTENTS",
-    "MEANING",
-    "SYSTEM_PROMPT",
+    "ACTIONS",
+    "REPHRASE_PROMPT",
     "BotConfig",
     "FeedbackError",
-    "Guard",
-    "Hit",
-    "KnowledgeBase",
-    "Mood",
     "Reply",
-    "Route",
     "Router",
     "SessionError",
     "ShopDB",
     "SupportBot",
     "SupportStore",
-    "Ticket",
-    "assess_mood",
     "build_bot",
     "build_knowledge_base",
     "build_ui",
-    "check_input",
-    "content_words",
-    "grounded_share",
     "is_follow_up",
     "launch",
-    "load_conversations",
     "load_examples",
     "open_shop",
-    "percentile",
-    "run_conversations",
-    "summarize",
+    "support_eval",
+    "support_kb",
+    "support_lang",
+    "support_nlu",
+    "support_shop",
 ]
 
-SYSTEM_PROMPT = (
-    "You are the customer-service assistant of Maple & Mill, an online shop for home goods. "
-    "Answer in one or two short sentences, using only the help-centre text in the message. "
-    "If that text does not contain the answer, say that you don't know."
-)
-_FOLLOW_UP = re.compile(r"^\s*(and|also|what about|how about|then|so)\b", re.I)
-_PRONOUN = re.compile(r"\b(it|that|this|they|them|those)\b", re.I)
-_RECOMMEND = re.compile(r"\b(recommend|suggest|go(es)? with|gift idea)", re.I)
-_ORDER_ID = re.compile(r"(?:\border\s*(?:number\s*|no\.?\s*)?#?\s*|#|\bMM-)(\d{4})\b", re.I)
+#: what the assistant did with a message (the labels of the evaluation sets).
+ACTIONS = ("answer", "decline", "handoff", "refuse", "order", "recommend")
 
 
 class SessionError(FriendlyError):
@@ -112,17 +92,20 @@ class SessionError(FriendlyError):
 
 @dataclass(frozen=True)
 class BotConfig:
-    """The assistant's thresholds and budgets (tune them on the evaluation set, not by eye)."""
+    """The assistant's thresholds and budgets (chosen on the dev set, never on the test set)."""
 
     max_chars: int = 2000  # longer messages are refused
-    min_route_confidence: float = 0.4  # below: "unsure what you need" -> hand-off
-    min_retrieval_score: float = 0.40  # cosine similarity of the best chunk; below: do not guess
-    k: int = 3  # chunks retrieved
-    max_tokens: int = 48  # the local model writes ~20 tokens/s: keep answers short
-    min_grounded: float = 0.6  # share of the answer's content words found in the sources
-    history_turns: int = 2  # earlier exchanges sent to the model with the new question
-    use_model: bool = True  # False: answer with the best retrieved sentences only (no LLM)
-    model_timeout_s: float = 30.0  # a slower model answer is replaced by the quote
+    min_retrieval_score: float = 0.33  # best chunk cosine; below it the assistant declines
+    out_of_scope_score: float = 0.55  # the same, when the router says "out of scope"
+    search_mode: str = "hybrid"  # "dense", "lexical" or "hybrid" (RRF)
+    prior_weight: float = 0.5  # the router's soft prior (0 = ignore the intent)
+    k: int = 3  # pages retrieved (and shown as candidates)
+    sentences: int = 3  # sentences in an extractive answer (from the top-k pages)
+    follow_up_words: int = 8  # a message this short that leans on the last one is combined
+    use_model: bool = False  # True: the chat model rephrases the extract (checked, not streamed)
+    max_tokens: int = 64
+    min_grounded: float = 0.7  # share of the rephrasing's content words found in the source
+    model_timeout_s: float = 20.0  # a slower model answer is replaced by the extract
 
 
 @dataclass(frozen=True)
@@ -130,7 +113,8 @@ class Reply:
     """What the assistant answered, and every decision behind it (for the UI and the evaluation)."""
 
     text: str
-    intent: str
+    action: str  # one of ACTIONS
+    intent: str = ""
     confidence: float = 0.0
     sentiment: str = "neutral"
     urgent: bool = False
@@ -138,11 +122,13 @@ class Reply:
     handoff_reason: str | None = None
     ticket_id: int | None = None
     guardrail: str | None = None
+    language: str = "en"
     sources: tuple[str, ...] = ()
-    doc_ids: tuple[str, ...] = ()  # pages of the retrieved chunks, best first
-    retrieval_score: float | None = None
-    grounded: float | None = None  # of the model's draft, before any fallback
-    used_model: bool = False
+    doc_ids: tuple[str, ...] = ()  # retrieved pages, best first
+    retrieval_score: float | None = None  # best chunk cosine
+    query: str = ""  # what was searched (after follow-up rewriting)
+    grounded: float | None = None  # of the model's rephrasing, when there was one
+    used_model: bool = False  # the model's rephrasing is what the customer sees
     follow_up: bool = False
     latency_s: float = 0.0
 
@@ -151,15 +137,10 @@ class Reply:
 class _Session:
     customer_id: int | None
     history: list[dict[str, str]] = field(default_factory=list)
-    last_intent: str | None = None
-    last_query: str = ""
+    last_action: str = ""
+    topic: str = ""  # the last message that was not a follow-up
+    offered_person: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
-
-
-def is_follow_up(text: str) -> bool:
-    """A short message that leans on the previous turn ("and how long does that take?")."""
-    words = text.split()
-    return bool(_FOLLOW_UP.match(text)) or (len(words) <= 8 and bool(_PRONOUN.search(text)))
 
 
 class SupportBot:
@@ -177,6 +158,7 @@ class SupportBot:
     ) -> None:
         self.router, self.kb, self.shop, self.store = router, kb, shop, store
         self.config = config or BotConfig()
+        self.products = ProductSearch(shop, kb.embed, query_vector=kb.query_vector)
         self._client, self._model = llm_client, model
         self._sessions: dict[str, _Session] = {}
         self._lock = threading.Lock()
@@ -201,7 +183,7 @@ class SupportBot:
         return session
 
     def history(self, session_id: str) -> list[dict[str, str]]:
-        """The session's messages so far, as ``{"role", "content"}`` dicts."""
+        """The session's messages so far (personal data redacted), as role/content dicts."""
         return [dict(m) for m in self._session(session_id).history]
 
     # ------------------------------------------------------------------ answering
@@ -213,140 +195,196 @@ class SupportBot:
         assert isinstance(reply, Reply)
         return reply
 
-    def stream(self, session_id: str, message: Any) -> Iterator[str | Reply]:
-        """Answer one message: yields the text so far while the model writes, then the Reply."""
+    def stream(self, session_id: str, message: Any) -> Iterator[Reply]:
+        """Answer one message; yields only the final, checked :class:`Reply` (never a draft)."""
         session = self._session(session_id)
         with session.lock:  # one message at a time per session; sessions run in parallel
-            yield from self._answer(session, session_id, message)
+            t0 = time.perf_counter()
+            reply = self._answer(session, session_id, message)
+            s = session
+            s.history.append(
+                {"role": "assistant", "content": redact(reply.text), "action": reply.action}
+            )
+            s.last_action = reply.action
+            s.offered_person = reply.action == "decline"
+            yield replace(reply, latency_s=time.perf_counter() - t0)
 
-    def _answer(self, s: _Session, sid: str, message: Any) -> Iterator[str | Reply]:
-        t0, cfg = time.perf_counter(), self.config
+    def _answer(self, s: _Session, sid: str, message: Any) -> Reply:
+        cfg = self.config
         customer = self.shop.customer(s.customer_id) if s.customer_id is not None else None
         guard = check_input(message, cfg.max_chars, customer["email"] if customer else None)
-        if guard is None:
-            foreign = [o for o in self._order_ids(message) if not self.shop.owns(s.customer_id, o)]
+        text = normalize(message).strip() if isinstance(message, str) else ""
+        ids = order_ids(text)
+        if guard is None and ids and s.customer_id is None:
+            guard = Guard(
+                "sign_in",
+                f"Please sign in to see order {ids[0]}: for privacy I can "
+                "only show the orders of the account you are signed in with.",
+            )
+        elif guard is None:
+            foreign = [o for o in ids if not self.shop.owns(s.customer_id, o)]
             if foreign:
-                msg = f"I can't find order {foreign[0]} in your account; for privacy I can "
-                guard = Guard("other_customer", msg + "only discuss your own orders.")
-        text = message.strip() if isinstance(message, str) else f"<{type(message).__name__}>"
-        s.history.append({"role": "user", "content": text[: cfg.max_chars]})
+                guard = Guard(
+                    "other_customer",
+                    f"I can't find order {foreign[0]} in your "
+                    "account; for privacy I can only discuss your own orders.",
+                )
+        shown = message.strip() if isinstance(message, str) else f"<{type(message).__name__}>"
+        s.history.append({"role": "user", "content": redact(shown[: cfg.max_chars])})
         if guard is not None:
-            s.history[-1]["guardrail"] = (
-                guard.kind
-            )  # kept for the transcript, never sent to the model
-            yield self._finish(s, t0, Reply(guard.reply, "blocked", guardrail=guard.kind))
-            return
+            language = detect_language(text) if text else "en"
+            return Reply(guard.reply, "refuse", "blocked", guardrail=guard.kind, language=language)
 
-        mood, route = assess_mood(text), self.router.route(text)
-        follow = is_follow_up(text) and s.last_intent is not None and route.method != "rule"
-        intent = s.last_intent if follow and s.last_intent else route.intent
-        base = Reply("", intent, route.confidence, mood.sentiment, mood.urgent, follow_up=follow)
-        query = f"{s.last_query} {text}" if follow else text
-
-        reason = None
-        if intent == "talk_to_human":
-            reason = "you asked to talk to a person"
-        elif mood.upset:
+        language = detect_language(text)
+        if language != "en":
+            note = NOT_ENGLISH.get(language, NOT_ENGLISH["other"])
+            return self._handoff(
+                s,
+                sid,
+                Reply("", "handoff", language=language),
+                "I can only answer in English",
+                note,
+            )
+        mood = assess_mood(text)
+        route = self.router.route_many([text], self.kb.query_vector(text)[None, :])[0]
+        base = Reply("", "answer", route.intent, route.confidence, mood.sentiment, mood.urgent)
+        if wants_human(text) or route.intent == "talk_to_human":
+            return self._handoff(s, sid, base, "you asked to talk to a person")
+        if mood.upset:
             reason = "I can tell this has been frustrating, and a person can do more than I can"
-        elif intent == "out_of_scope":
-            reason = "your question is outside what I can help with"
-        elif route.confidence < cfg.min_route_confidence and not follow:
-            reason = "I am not sure I understood what you need"
-        if reason:
-            yield self._finish(s, t0, self._handoff(s, sid, base, reason))
-            return
+            return self._handoff(s, sid, base, reason)
+        if s.offered_person and is_yes(text):
+            return self._handoff(s, sid, base, "you asked for a colleague to look into it")
 
-        s.last_intent, s.last_query = intent, query
-        if intent == "order_status":
-            ids = self._order_ids(text) or self._order_ids(s.last_query)
-            text_out = self.shop.order_summary(s.customer_id, ids[0] if ids else None)
-            yield self._finish(s, t0, _replace(base, text=text_out, sources=("orders database",)))
-            return
-        if intent == "product_question" and _RECOMMEND.search(text):
-            text_out = self.shop.recommend_text(s.customer_id)
-            yield self._finish(s, t0, _replace(base, text=text_out, sources=("orders database",)))
-            return
-        # a follow-up is searched alone and joined to the previous question; the best match wins
-        queries = [text, query] if follow else [text]
-        yield from self._kb_answer(s, sid, t0, base, queries)
+        follow = is_follow_up(text, cfg.follow_up_words) and bool(s.topic or s.last_action)
+        after_order = s.last_action == "order"
+        if s.customer_id is not None and asks_for_order(text, ids, after_order):
+            order = ids[0] if ids else None
+            answer = self.shop.order_summary(s.customer_id, order)
+            return replace(base, text=answer, action="order", sources=("your orders",))
+        if wants_recommendation(text) or asks_if_stocked(text):
+            picks = self.products.search(text)
+            if picks:
+                return replace(
+                    base,
+                    text=ProductSearch.text(picks),
+                    action="recommend",
+                    sources=("our catalogue",),
+                )
+            if wants_any_recommendation(text):
+                return replace(
+                    base,
+                    text=self.shop.recommend_text(s.customer_id),
+                    action="recommend",
+                    sources=("your orders",),
+                )
+            if asks_if_stocked(text) and not self.kb.search(text, 1)[0].dense >= 0.5:
+                return replace(
+                    base,
+                    action="decline",
+                    text=(
+                        "I can't find anything like that in our catalogue, so I don't think we "
+                        "sell it. Would you like me to pass your question to a colleague? Just "
+                        "say yes."
+                    ),
+                )
+        return self._kb_answer(s, base, text, follow)
 
-    def _kb_answer(self, s: _Session, sid: str, t0: float, base: Reply, queries: list[str]
-                   ) -> Iterator[str | Reply]:  # fmt: skip
+    def search(self, text: str, previous: str = "", intent: str = "") -> tuple[str, list[Hit]]:
+        """Follow-up rewriting + page search: ``(query used, hits)``.
+
+        A short, anaphoric message ("and who pays for that?") is searched twice, alone and joined
+        to the previous question, and the two page rankings are fused (sum of their scores), so
+        the context helps without pinning the conversation to the previous page.
+        """
         cfg = self.config
-        sections = INTENT_CATEGORIES.get(base.intent)
-        hits = max((self.kb.search(q, cfg.k, sections) for q in queries), key=_top)
-        if _top(hits) < cfg.min_retrieval_score:  # the router may be wrong: search everything
-            hits = max([hits, *(self.kb.search(q, cfg.k) for q in queries)], key=_top)
-        top = hits[0].score if hits else 0.0
-        ids = tuple(h.doc_id for h in hits)
-        base = _replace(base, retrieval_score=round(top, 3), doc_ids=ids)
-        if top < cfg.min_retrieval_score:
-            reason = "I could not find this in our help centre and would rather not guess"
-            yield self._finish(s, t0, self._handoff(s, sid, base, reason))
-            return
-        context = "\n\n".join(f"[{h.title}]\n{h.text}" for h in hits[:2])
-        question, draft, used, note = queries[0], "", False, ""
-        try:
-            for draft in self._generate(s, question, context) if cfg.use_model else ():
-                used = True
-                yield draft
-        except Exception:  # noqa: BLE001 - a provider failure must not break the chat
-            draft, used = "", False
-            note = "(The language model did not answer in time; this is from our help centre.) "
-        grounded = grounded_share(draft, context) if draft.strip() else 0.0
-        answer = draft.strip()
-        if grounded < cfg.min_grounded:  # not supported by the sources: quote them instead
-            answer = note + self.kb.extract(question, hits[0], self.router.embed)
-        sources = tuple(dict.fromkeys(h.title for h in hits[:2]))
-        text_out = f"{answer}\n\nSources: " + "; ".join(sources)
-        final = _replace(base, text=text_out, sources=sources, grounded=round(grounded, 3),
-                         used_model=used)  # fmt: skip
-        yield self._finish(s, t0, final)
+        prior = INTENT_CATEGORIES.get(intent, ())
+        n = len(self.kb.pages)
+        alone = self.kb.search(text, n, cfg.search_mode, prior, cfg.prior_weight)
+        if not previous:
+            return text, alone[: cfg.k]
+        query = f"{previous} {text}"
+        joined = self.kb.search(query, n, cfg.search_mode, prior, cfg.prior_weight)
+        score = {h.doc_id: h.score for h in alone}
+        dense = {h.doc_id: h.dense for h in alone}
+        for h in joined:
+            score[h.doc_id] += h.score
+            dense[h.doc_id] = max(dense[h.doc_id], h.dense)
+        best = sorted(score, key=lambda p: -score[p])[: cfg.k]
+        hits = [Hit(p, self.kb.pages[p].title, round(score[p], 5), dense[p], 0) for p in best]
+        return query, hits
 
-    def _generate(self, s: _Session, question: str, context: str) -> Iterator[str]:
-        """Stream the chat model's answer from the retrieved text; yields the text so far."""
+    def _kb_answer(self, s: _Session, base: Reply, text: str, follow: bool) -> Reply:
+        cfg = self.config
+        query, hits = self.search(text, s.topic if follow else "", base.intent)
+        s.topic = s.topic if follow and s.topic else text
+        top = max((h.dense for h in hits), default=0.0)
+        base = replace(
+            base,
+            doc_ids=tuple(h.doc_id for h in hits),
+            retrieval_score=round(top, 3),
+            query=query,
+            follow_up=query != text,
+        )
+        limit = cfg.out_of_scope_score if base.intent == "out_of_scope" else cfg.min_retrieval_score
+        if top < limit:
+            return replace(
+                base,
+                action="decline",
+                text=(
+                    "I couldn't find this in our help centre, so I'd rather not guess. Would you "
+                    "like me to pass your question to a colleague? Just say yes."
+                ),
+            )
+        answer, used_pages = self.kb.extract(query, [h.doc_id for h in hits], cfg.sentences)
+        titles = tuple(self.kb.pages[p].title for p in used_pages)
+        grounded, used = None, False
+        if cfg.use_model:
+            draft = self.rephrase(text, answer)
+            if draft:
+                grounded = round(grounded_share(draft, answer), 3)
+                if self.accept(draft, answer):
+                    answer, used = draft, True
+        text_out = f"{answer}\n\nSource: " + "; ".join(titles)
+        return replace(base, text=text_out, sources=titles, grounded=grounded, used_model=used)
+
+    # ------------------------------------------------------------------ the model
+    def accept(self, draft: str, source: str) -> bool:
+        """Whether a rephrasing may be shown (see :func:`accept_rephrasing`)."""
+        return accept_rephrasing(draft, source, self.config.min_grounded)
+
+    def rephrase(self, question: str, sentences: str) -> str:
+        """The chat model's rephrasing of ``sentences`` ('' when the model fails or is slow)."""
         if self._client is None:
             from shared import llm
 
-            self._client, self._model = llm.client(), self._model or llm.model_name()
-        turns = [{"role": m["role"], "content": m["content"]} for m in s.history[:-1]
-                 if "guardrail" not in m]  # fmt: skip
-        past = turns[-2 * self.config.history_turns :] if self.config.history_turns else []
-        messages = [{"role": "system", "content": SYSTEM_PROMPT}, *past,
-                    {"role": "user", "content": f"Help-centre text:\n{context}\n\n"
-                                                f"Question: {question}"}]  # fmt: skip
-        stream = self._client.chat.completions.create(
-            model=self._model, messages=messages, max_tokens=self.config.max_tokens,
-            temperature=0.0, stream=True, timeout=self.config.model_timeout_s,
-        )  # fmt: skip
-        text, deadline = "", time.perf_counter() + self.config.model_timeout_s
-        for chunk in stream:
-            if chunk.choices and chunk.choices[0].delta.content:
-                text += chunk.choices[0].delta.content
-                yield text
-            if time.perf_counter() > deadline:
-                stream.close()
-                raise TimeoutError(f"no complete answer within {self.config.model_timeout_s} s")
+            for attempt in range(3):  # a shared local server can be busy for a moment
+                try:
+                    self._client, self._model = llm.client(), self._model or llm.model_name()
+                    break
+                except FriendlyError:
+                    if attempt == 2:
+                        return ""  # no model: the extract is shown
+                    time.sleep(2.0)
+        cfg = self.config
+        return rephrase(
+            self._client, self._model, question, sentences, cfg.max_tokens, cfg.model_timeout_s
+        )
 
-    def _handoff(self, s: _Session, sid: str, base: Reply, reason: str) -> Reply:
+    # ------------------------------------------------------------------ hand-off, feedback
+    def _handoff(self, s: _Session, sid: str, base: Reply, reason: str, note: str = "") -> Reply:
         ticket = self.store.open_ticket(sid, reason, s.history, s.customer_id)
-        text = (f"I'm handing this conversation to a colleague (ticket #{ticket}) because "
-                f"{reason}. A person will reply by email within 1 business day; live chat is "
-                "staffed Monday to Saturday, 8 am - 8 pm.")  # fmt: skip
-        return _replace(base, text=text, handoff=True, handoff_reason=reason, ticket_id=ticket)
+        text = (
+            f"I'm handing this conversation to a colleague (ticket #{ticket}) because "
+            f"{reason}. A person will reply by email within 1 business day; live chat is "
+            "staffed Monday to Saturday, 8 am - 8 pm."
+        )
+        if note:
+            text = f"{text}\n\n{note}"
+        return replace(
+            base, text=text, action="handoff", handoff=True, handoff_reason=reason, ticket_id=ticket
+        )
 
-    def _finish(self, s: _Session, t0: float, reply: Reply) -> Reply:
-        message = {"role": "assistant", "content": reply.text, "intent": reply.intent}
-        if reply.guardrail:
-            message["guardrail"] = reply.guardrail
-        s.history.append(message)
-        return _replace(reply, latency_s=time.perf_counter() - t0)
-
-    @staticmethod
-    def _order_ids(text: Any) -> list[int]:
-        return [int(m) for m in _ORDER_ID.findall(text)] if isinstance(text, str) else []
-
-    # ------------------------------------------------------------------ feedback
     def feedback(self, session_id: str, turn: int, rating: str | None, comment: str = "") -> int:
         """Store a thumbs up/down and/or comment on the assistant's answer ``turn`` (0-based)."""
         history = self._session(session_id).history
@@ -355,18 +393,8 @@ class SupportBot:
             raise FeedbackError(f"There is no answer number {turn} in this chat to rate.")
         i = answers[turn]
         question = history[i - 1]["content"] if i else ""
-        answer, intent = history[i]["content"], history[i].get("intent", "")
-        return self.store.add_feedback(session_id, turn, rating, comment, question, answer, intent)
-
-
-def _top(hits: list[Hit]) -> float:
-    return hits[0].score if hits else 0.0
-
-
-def _replace(reply: Reply, **changes: Any) -> Reply:
-    from dataclasses import replace
-
-    return replace(reply, **changes)
+        answer, action = history[i]["content"], history[i].get("action", "")
+        return self.store.add_feedback(session_id, turn, rating, comment, question, answer, action)
 
 
 def build_bot(
@@ -375,16 +403,24 @@ def build_bot(
     examples: Sequence[tuple[str, str]] | None = None,
     llm_client: Any = None,
     model: str | None = None,
+    router_method: str = "logreg",
 ) -> SupportBot:
     """The assistant over the course data: router, knowledge base, shop database, feedback store."""
     from shared.models import load_embedder
     from shared.paths import data_path
 
     embedder = load_embedder()
-    router = Router(examples or load_examples(data_path("support", "router_examples.jsonl")),
-                    embedder)  # fmt: skip
-    return SupportBot(router, build_knowledge_base(), open_shop(), SupportStore(store_path),
-                      config, llm_client, model)  # fmt: skip
+    examples = examples or load_examples(data_path("support", "router_train.jsonl"))
+    router = Router(examples, embedder, method=router_method)
+    return SupportBot(
+        router,
+        build_knowledge_base(embedder),
+        open_shop(),
+        SupportStore(store_path),
+        config,
+        llm_client,
+        model,
+    )
 
 
 def build_ui(bot: SupportBot) -> Any:
@@ -394,27 +430,20 @@ def build_ui(bot: SupportBot) -> Any:
     return support_ui.build_ui(bot)
 
 
-def launch(bot: SupportBot, host: str = "127.0.0.1", port: int = 7860, share: bool = False,
-           block: bool = False) -> Any:  # fmt: skip
+def launch(
+    bot: SupportBot,
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    share: bool = False,
+    block: bool = False,
+) -> Any:
     """Serve the web chat on ``http://host:port``: localhost and no public link by default."""
     from shared import support_ui
 
     return support_ui.launch(bot, host=host, port=port, share=share, block=block)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m shared.support_bot``: open the web chat on http://127.0.0.1:7860."""
-    import argparse
-
-    p = argparse.ArgumentParser(prog="python -m shared.support_bot", description=main.__doc__)
-    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default: localhost)")
-    p.add_argument("--port", type=int, default=7860)
-    p.add_argument("--share", action="store_true", help="ask Gradio for a public link (off)")
-    a = p.parse_args(argv)
-    print(f"Maple & Mill help chat on http://{a.host}:{a.port} (Ctrl+C stops it)")
-    launch(build_bot(), host=a.host, port=a.port, share=a.share, block=True)
-    return 0
-
-
 if __name__ == "__main__":
+    from shared.support_ui import main
+
     raise SystemExit(main())

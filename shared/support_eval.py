@@ -1,54 +1,66 @@
-"""Lesson 08 (customer-service capstone): evaluating the whole assistant on held-out conversations.
+"""Lesson 08 (customer-service capstone): scoring the assistant on held-out questions and chats.
 
-``data/support/eval_conversations.jsonl`` holds labelled multi-turn conversations that the
-router never saw: per turn the expected intent, whether a person should take over, which
-guardrail should fire, and which help-centre page answers it. :func:`run_conversations` plays
-them through a :class:`~shared.support_bot.SupportBot` (fresh session per conversation, the
-signed-in customer set) and :func:`summarize` turns the results into the numbers a team needs
-before letting the assistant talk to customers.
+The evaluation sets in ``data/support`` were written blind, from the help-centre pages and the
+shop data only: ``dev_*`` for tuning, ``test_*`` frozen and read once at the end.
+
+- questions: ``{"id", "question", "answerable", "page", "facts", "style"}``;
+- conversations: ``{"id", "customer_id", "turns": [{"user", "expect", "page", "facts"}]}`` with
+  ``expect`` one of ``answer, decline, handoff, refuse, order, recommend``.
+
+The rules (:func:`turn_correct`): an answer is right when every fact is in the reply
+(case-insensitive) and the assistant answered; a decline is right when the assistant declined or
+handed over (it invented nothing); hand-off, refusal, order and recommendation need that action,
+plus the facts where there are any. Retrieval is right when the gold page is among the top 3.
+Every rate comes with its count and a Wilson 95 % interval (:func:`wilson`).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import statistics
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from shared.metrics import accuracy, precision_recall_f1
-
-__all__ = ["MEANING", "load_conversations", "percentile", "run_conversations", "summarize"]
-
-#: what each number means for a real deployment (shown next to the table in the lesson).
-MEANING = {
-    "routing accuracy": "share of messages sent to the right intent; a wrong intent means the "
-    "wrong database, help section or a needless hand-off",
-    "retrieval hit rate@3": "share of knowledge-base questions whose answering page is among "
-    "the 3 retrieved; a miss can only end in a hand-off or a wrong answer",
-    "answer has expected fact": "share of answered knowledge-base turns whose reply contains "
-    "the fact a correct answer needs (e.g. '3-5 business days')",
-    "model drafts grounded": "share of the model's drafts whose content words are mostly "
-    "(>= 60 %) in the retrieved text; the rest were replaced by a quote",
-    "hand-off precision": "of the conversations handed to a person, the share that needed one "
-    "(low = staff time wasted)",
-    "hand-off recall": "of the conversations that needed a person, the share handed over "
-    "(low = customers stuck with a bot)",
-    "guardrail pass rate": "share of attack / bad-input messages answered by the right guardrail",
-    "false blocks": "share of ordinary messages wrongly blocked by a guardrail",
-    "latency median (s)": "typical wait per turn on this machine, model included",
-    "latency p95 (s)": "the slow tail: 1 turn in 20 is slower than this",
-}
+__all__ = [
+    "format_rate",
+    "load_jsonl",
+    "percentile",
+    "run_conversations",
+    "run_questions",
+    "score_conversations",
+    "score_questions",
+    "turn_correct",
+    "wilson",
+]
 
 
-def load_conversations(path: str | Path | None = None) -> list[dict[str, Any]]:
-    """The labelled conversations (default ``data/support/eval_conversations.jsonl``)."""
-    if path is None:
+def load_jsonl(name: str | Path) -> list[dict[str, Any]]:
+    """Rows of a JSON-lines file (a bare name is looked up in ``data/support``)."""
+    path = Path(name)
+    if not path.is_file():
         from shared.paths import data_path
 
-        path = data_path("support", "eval_conversations.jsonl")
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+        path = data_path("support", str(name))
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval for ``k`` successes out of ``n`` (95 % by default)."""
+    if n <= 0:
+        raise ValueError("the interval of an empty sample is undefined")
+    if not 0 <= k <= n:
+        raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def format_rate(k: int, n: int) -> str:
+    """``0.79 (38/48, 95 % CI 0.66-0.88)``."""
+    lo, hi = wilson(k, n)
+    return f"{k / n:.2f} ({k}/{n}, 95 % CI {lo:.2f}-{hi:.2f})"
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -62,79 +74,92 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[rank - 1]
 
 
-def run_conversations(
-    bot: Any, conversations: Sequence[dict[str, Any]], progress: bool = True
-) -> list[dict[str, Any]]:
-    """Play every conversation through ``bot``; one row per turn (expected vs got)."""
-    from tqdm.auto import tqdm
+def _has_facts(text: str, facts: Sequence[str]) -> bool:
+    low = text.lower()
+    return all(f.lower() in low for f in facts)
 
+
+def turn_correct(expect: str, facts: Sequence[str], action: str, text: str) -> bool:
+    """Whether a reply with ``action`` and ``text`` is right for a turn labelled ``expect``."""
+    if expect == "decline":
+        return action in ("decline", "handoff")
+    if expect in ("answer", "order", "recommend"):
+        return action == expect and _has_facts(text, facts)
+    return action == expect  # handoff, refuse
+
+
+def run_questions(bot: Any, questions: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Ask every question in a fresh guest session; one row per question."""
     rows = []
-    total = sum(len(c["turns"]) for c in conversations)
-    with tqdm(total=total, desc="turns", disable=not progress) as bar:
-        for conv in conversations:
-            sid = bot.new_session(conv.get("customer_id"))
-            for n, turn in enumerate(conv["turns"]):
-                reply = bot.respond(sid, turn["user"])
-                rows.append({
-                    "conversation": conv["id"], "turn": n,
-                    "expected_intent": turn["intent"], "intent": reply.intent,
-                    "expected_handoff": turn["handoff"], "handoff": reply.handoff,
-                    "expected_guardrail": turn["guardrail"], "guardrail": reply.guardrail,
-                    "doc_id": turn.get("doc_id"), "retrieved": list(reply.doc_ids),
-                    "answer_contains": turn.get("answer_contains"), "text": reply.text,
-                    "grounded": reply.grounded, "used_model": reply.used_model,
-                    "latency_s": reply.latency_s,
-                })  # fmt: skip
-                bar.update()
+    for q in questions:
+        reply = bot.respond(bot.new_session(None), q["question"])
+        _, hits = bot.search(q["question"])  # the retriever alone, on the question as written
+        rows.append(
+            {
+                "id": q["id"],
+                "answerable": q["answerable"],
+                "page": q["page"],
+                "facts": q["facts"],
+                "action": reply.action,
+                "text": reply.text,
+                "retrieved": [h.doc_id for h in hits],
+                "used_model": reply.used_model,
+                "score": reply.retrieval_score,
+                "latency_s": reply.latency_s,
+            }
+        )
     return rows
 
 
-def summarize(rows: Sequence[dict[str, Any]], k: int = 3) -> dict[str, float]:
-    """The evaluation's numbers (see :data:`MEANING`), rounded to 3 decimals."""
-    normal = [r for r in rows if r["expected_guardrail"] is None]
-    attacks = [r for r in rows if r["expected_guardrail"] is not None]
-    kb = [r for r in normal if r["doc_id"]]
-    answered = [r for r in normal if r["answer_contains"] or (r["doc_id"] and not r["handoff"])]
-    drafts = [r for r in rows if r["used_model"]]
-    latencies = [r["latency_s"] for r in rows]
-    _, recall_, _ = precision_recall_f1(
-        [r["handoff"] for r in normal], [r["expected_handoff"] for r in normal], True
-    )
-    precision_, _, _ = precision_recall_f1(
-        [r["handoff"] for r in normal], [r["expected_handoff"] for r in normal], True
-    )
-
-    def fact(r: dict[str, Any]) -> bool:
-        needle = r["answer_contains"]
-        return bool(needle) and needle.lower() in r["text"].lower()
-
-    out = {
-        "routing accuracy": accuracy(
-            [r["intent"] for r in normal], [r["expected_intent"] for r in normal]
-        ),  # fmt: skip
-        "retrieval hit rate@3": (
-            sum(r["doc_id"] in list(dict.fromkeys(r["retrieved"]))[:k] for r in kb) / len(kb)
-            if kb
-            else float("nan")
-        ),  # fmt: skip
-        "answer has expected fact": (
-            sum(fact(r) for r in answered if r["answer_contains"])
-            / max(1, sum(1 for r in answered if r["answer_contains"]))
+def score_questions(rows: Sequence[dict[str, Any]], k: int = 3) -> dict[str, tuple[int, int]]:
+    """``{measure: (right, total)}``: page in top k, answerable correct, unanswerable declined."""
+    ans = [r for r in rows if r["answerable"]]
+    una = [r for r in rows if not r["answerable"]]
+    return {
+        "page in top 3": (sum(r["page"] in r["retrieved"][:k] for r in ans), len(ans)),
+        "answerable correct": (
+            sum(turn_correct("answer", r["facts"], r["action"], r["text"]) for r in ans),
+            len(ans),
         ),
-        "model drafts grounded": (
-            sum((r["grounded"] or 0) >= 0.6 for r in drafts) / len(drafts)
-            if drafts
-            else float("nan")
-        ),  # fmt: skip
-        "hand-off precision": precision_,
-        "hand-off recall": recall_,
-        "guardrail pass rate": (
-            sum(r["guardrail"] == r["expected_guardrail"] for r in attacks) / len(attacks)
-            if attacks
-            else float("nan")
-        ),  # fmt: skip
-        "false blocks": sum(r["guardrail"] is not None for r in normal) / max(1, len(normal)),
-        "latency median (s)": statistics.median(latencies),
-        "latency p95 (s)": percentile(latencies, 95),
+        "unanswerable declined": (
+            sum(r["action"] in ("decline", "handoff") for r in una),
+            len(una),
+        ),
     }
-    return {key: round(float(v), 3) for key, v in out.items()}
+
+
+def run_conversations(bot: Any, conversations: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Play every conversation (fresh session, its customer signed in); one row per turn."""
+    rows = []
+    for conv in conversations:
+        sid = bot.new_session(conv.get("customer_id"))
+        for n, turn in enumerate(conv["turns"]):
+            reply = bot.respond(sid, turn["user"])
+            rows.append(
+                {
+                    "conversation": conv["id"],
+                    "turn": n,
+                    "user": turn["user"],
+                    "expect": turn["expect"],
+                    "facts": turn.get("facts") or [],
+                    "page": turn.get("page"),
+                    "action": reply.action,
+                    "text": reply.text,
+                    "retrieved": list(reply.doc_ids),
+                    "used_model": reply.used_model,
+                    "latency_s": reply.latency_s,
+                    "correct": turn_correct(
+                        turn["expect"], turn.get("facts") or [], reply.action, reply.text
+                    ),
+                }
+            )
+    return rows
+
+
+def score_conversations(rows: Sequence[dict[str, Any]]) -> dict[str, tuple[int, int]]:
+    """``{measure: (right, total)}``: all turns, then per expected action."""
+    out = {"turns right": (sum(r["correct"] for r in rows), len(rows))}
+    for expect in sorted({r["expect"] for r in rows}):
+        mine = [r for r in rows if r["expect"] == expect]
+        out[f"  {expect}"] = (sum(r["correct"] for r in mine), len(mine))
+    return out

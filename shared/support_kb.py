@@ -1,62 +1,117 @@
-"""Lesson 08 (customer-service capstone): knowledge-base retrieval and a groundedness check.
+"""Lesson 08 (customer-service capstone): finding the page and the sentences that answer.
 
-The shop's help centre (``data/kb/docs``, lesson 05's :func:`shared.vectordb.load_kb`) is chunked
-and upserted into Chroma with stable ids (idempotent; stale chunks are removed), then searched
-through LangChain's ``Chroma`` vector store. Scores are cosine similarities (1 = same meaning), so
-one threshold decides when the assistant should not guess.
+The help centre (``data/kb/docs``, lesson 05's :func:`shared.vectordb.load_kb`) is cut into
+**title-prefixed chunks** (the page title is repeated at the top of every chunk, so a chunk from
+the middle of "Return shipping costs" still says what it is about) and indexed twice:
 
-:func:`grounded_share` is a measurable proxy for "the answer is supported by the retrieved text":
-the share of the answer's content words that occur in that text. It catches a small model that
-drifts away from its sources; it cannot prove that a sentence is true.
+- dense: MiniLM embeddings in Chroma, searched through LangChain's ``Chroma`` vector store
+  (cosine similarity: 1 = same meaning);
+- lexical: BM25 over the same chunks (LangChain's ``BM25Retriever``, ``rank_bm25`` underneath),
+  which catches the rare words an embedding blurs ("PO box", "Klarna", "invoice").
+
+:meth:`KnowledgeBase.search` ranks **pages**: a page's rank in each index is its best chunk's, and
+the two rankings are fused with reciprocal rank fusion (RRF), plus an optional soft prior from
+the router (a bonus for the intent's help-centre sections, never a filter). The best dense cosine
+is kept as the calibrated "is this in the help centre at all?" score.
+
+:meth:`KnowledgeBase.extract` is the extractive answer: the sentences of the best page(s) that
+score highest on embedding similarity plus word overlap with the question, in page order.
+:func:`grounded_share` and :func:`unsupported_facts` check a rephrasing against its source.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from shared import vectordb
-
 __all__ = [
     "COLLECTION",
     "INTENT_CATEGORIES",
+    "REPHRASE_PROMPT",
     "Hit",
     "KnowledgeBase",
+    "Page",
+    "accept_rephrasing",
     "build_knowledge_base",
+    "SYNONYMS",
     "content_words",
+    "expand_query",
     "grounded_share",
+    "lexical_tokens",
+    "page_sentences",
+    "rephrase",
+    "title_chunks",
+    "unsupported_facts",
 ]
 
-COLLECTION = "maple_mill_help"
-#: the help-centre sections searched first for each routed intent (a Chroma ``where`` filter).
+COLLECTION = "maple_mill_help_v2"
+#: the help-centre sections that fit each routed intent (a soft prior in :meth:`search`).
 INTENT_CATEGORIES: dict[str, tuple[str, ...]] = {
+    "order_status": ("shipping",),
     "shipping": ("shipping",),
     "returns_refunds": ("returns", "refunds"),
     "account": ("accounts",),
-    "payments": ("payments", "general"),
-    "product_question": ("product-care", "warranty", "general"),
+    "payments": ("payments",),
+    "product_question": ("product-care", "warranty"),
 }
 _STOP = frozenset(
     "the and for you your are was were that this with from have has had not but can will its "
     "our out all any also into than then there their they them what when where which who why "
     "how about would could should may might must been being does did doing just only very "
-    "more most some such yes here after before over under again once per each other".split()
+    "more most some such yes here after before over under again once per each other i me my "
+    "we us is it of to in on at be do a an or if so as by no get got want please hi hello "
+    "thanks thank".split()
 )
-_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
+_SENTENCE = re.compile(r"(?<=[.!?;])\s+(?=[A-Z0-9(\"'])")
+_NUMBER = re.compile(r"\$?\d+(?:[.,:]\d+)*(?:\s?%)?")
+_NAME = re.compile(r"(?<![.!?]\s)(?<!^)\b[A-Z][a-zA-Z]+(?:\s[A-Z][a-zA-Z]+)*")
+
+
+def _stem(word: str) -> str:
+    for suffix in ("ing", "ed", "es", "s"):
+        if len(word) > len(suffix) + 3 and word.endswith(suffix) and not word.endswith("ss"):
+            return word[: -len(suffix)]
+    return word
+
+
+#: customers' words -> the help centre's words (added to the query for BM25, never replacing it).
+SYNONYMS: dict[str, str] = {
+    r"send (it |them |this |that |\w+ )?back|bring (it |them )?back": "return",
+    r"money back|reimburse\w*": "refund",
+    r"guarantee\w*": "warranty",
+    r"voucher|gift certificate": "gift card",
+    r"postage|courier|deliver\w*": "shipping delivery",
+    r"package|box(es)?": "parcel",
+    r"log ?in|sign ?in|login": "sign-in account",
+    r"pay later|split (the )?pay\w*|spread the cost": "instalments SplitPay",
+    r"coupon|promo": "discount code",
+    r"sofa|couch|wardrobe|bed frame|table|bookshelf|furniture": "bulky furniture",
+    r"broke|broken|stopped working|faulty|defect\w*": "fault defect",
+}
+
+
+def expand_query(text: str) -> str:
+    """``text`` plus the help centre's words for the customers' words it contains."""
+    extra = [
+        words for pattern, words in SYNONYMS.items() if re.search(rf"\b({pattern})\b", text, re.I)
+    ]
+    return " ".join([text, *extra])
+
+
+def lexical_tokens(text: str) -> list[str]:
+    """BM25's tokens: lower-case words and numbers, stop words dropped, crude suffix stemming."""
+    words = re.findall(r"[a-z0-9]+(?:[.,-][0-9]+)*", text.lower().replace("'", ""))
+    return [_stem(w) for w in words if w not in _STOP and (len(w) > 1 or w.isdigit())]
 
 
 def content_words(text: str) -> set[str]:
-    """Lower-cased words of 3+ letters (or any number) minus stop words, plural 's' removed."""
-    words = set()
-    for w in re.findall(r"[a-z0-9]+(?:[.,-][0-9]+)*", text.lower()):
-        if w in _STOP or (len(w) < 3 and not w[0].isdigit()):
-            continue
-        words.add(w[:-1] if len(w) > 4 and w.endswith("s") and not w.endswith("ss") else w)
-    return words
+    """The set of :func:`lexical_tokens` of 3+ characters (or any number)."""
+    return {w for w in lexical_tokens(text) if len(w) >= 3 or w[0].isdigit()}
 
 
 def grounded_share(answer: str, context: str) -> float:
@@ -67,81 +122,336 @@ def grounded_share(answer: str, context: str) -> float:
     return len(said & content_words(context)) / len(said)
 
 
+def _numbers(text: str) -> set[str]:
+    return {n.replace(" ", "").rstrip(".,:") for n in _NUMBER.findall(text)}
+
+
+def unsupported_facts(answer: str, source: str) -> list[str]:
+    """Numbers, prices and capitalised names in ``answer`` that ``source`` does not contain."""
+    missing = sorted(n for n in _numbers(answer) if n not in _numbers(source))
+    low = source.lower()
+    names = {m.group() for m in _NAME.finditer(answer)}
+    return missing + sorted(n for n in names if n.lower() not in low and n not in {"I", "Maple"})
+
+
+REPHRASE_PROMPT = (
+    "You are the customer-service assistant of Maple & Mill. Rewrite the help-centre sentences "
+    "as a short, friendly answer to the customer's question. Keep every number, price and name "
+    "exactly as written. Add nothing that is not in the sentences."
+)
+
+
+def accept_rephrasing(draft: str, source: str, min_grounded: float = 0.7) -> bool:
+    """A model's rephrasing may be shown only if it adds no number or name, drops no number or
+    name of ``source``, and at least ``min_grounded`` of its content words are the source's."""
+    return (
+        not unsupported_facts(source, draft)
+        and not unsupported_facts(draft, source)
+        and grounded_share(draft, source) >= min_grounded
+    )
+
+
+def rephrase(
+    client: Any,
+    model: str,
+    question: str,
+    sentences: str,
+    max_tokens: int = 64,
+    timeout_s: float = 20.0,
+) -> str:
+    """The chat model's rephrasing of ``sentences`` for ``question`` ('' when the call fails)."""
+    messages = [
+        {"role": "system", "content": REPHRASE_PROMPT},
+        {"role": "user", "content": f"Question: {question}\n\nHelp-centre sentences: {sentences}"},
+    ]
+    try:
+        out = client.chat.completions.create(
+            model=model,
+            messages=messages,
+            max_tokens=max_tokens,
+            temperature=0.0,
+            timeout=timeout_s,
+        )
+    except Exception:  # noqa: BLE001 - a provider failure must not break the chat
+        return ""
+    return (out.choices[0].message.content or "").strip()
+
+
+# ---------------------------------------------------------------------------- pages
+@dataclass(frozen=True)
+class Page:
+    """One help-centre page: id, title, section and its answer units (sentences, rows, items)."""
+
+    id: str
+    title: str
+    category: str
+    body: str
+    sentences: tuple[str, ...]
+
+
+def _clean(text: str) -> str:
+    return re.sub(r"\s+", " ", text.replace("**", "").replace("`", "")).strip(" -*")
+
+
+def page_sentences(body: str) -> list[str]:
+    """A page's answer units: prose sentences, list items (each prefixed with the sentence that
+    introduces the list) and table rows read with their header."""
+    units: list[str] = []
+    intro = ""  # "It does not cover:" - carried to the list items that follow
+    for block in re.split(r"\n\s*\n", body.strip()):
+        lines = [ln.strip() for ln in block.splitlines() if ln.strip() and not ln.startswith("#")]
+        if lines and all(ln.startswith("|") for ln in lines):  # a table: one unit per row
+            rows = [[_clean(c) for c in ln.strip("|").split("|")] for ln in lines]
+            header, body_rows = rows[0], [r for r in rows[1:] if not set("".join(r)) <= set("-: ")]
+            for row in body_rows:
+                cells = [
+                    f"{h}: {c}" if i else c
+                    for i, (h, c) in enumerate(zip(header, row, strict=False))
+                ]
+                units.append(_clean(", ".join(cells)) + ".")
+            intro = ""
+            continue
+        items: list[list[str]] = []
+        prose: list[str] = []
+        for ln in lines:
+            if ln.startswith(("- ", "* ")) or re.match(r"\d+\.\s", ln):
+                items.append([re.sub(r"^(\d+\.|[-*])\s+", "", ln)])
+            elif items:
+                items[-1].append(ln)  # a list item continued on the next line
+            else:
+                prose.append(ln)
+        if prose:
+            sentences = [_clean(x) for x in _SENTENCE.split(" ".join(prose))]
+            intro = sentences.pop() if sentences and sentences[-1].endswith(":") else ""
+            units += sentences
+        for item in items:
+            units.append(f"{intro} {_clean(' '.join(item))}".strip())
+        if items:
+            intro = ""
+    return [u for u in units if len(u.split()) >= 3]
+
+
+def title_chunks(
+    pages: Sequence[Page], max_words: int = 80
+) -> tuple[list[str], list[str], list[dict[str, Any]]]:
+    """``(ids, texts, metadatas)``: each page's units packed into chunks headed by its title."""
+    ids, texts, metas = [], [], []
+    for page in pages:
+        chunks: list[list[str]] = [[]]
+        for unit in page.sentences:
+            if (
+                chunks[-1]
+                and sum(len(u.split()) for u in chunks[-1]) + len(unit.split()) > max_words
+            ):
+                chunks.append([])
+            chunks[-1].append(unit)
+        for n, units in enumerate(chunks):
+            ids.append(f"{page.id}#{n}")
+            texts.append(f"{page.title}\n" + " ".join(units))
+            metas.append({"doc_id": page.id, "title": page.title, "category": page.category})
+    return ids, texts, metas
+
+
 @dataclass(frozen=True)
 class Hit:
-    """One retrieved chunk: its page, the text and the cosine similarity to the query."""
+    """One ranked page: id, title, fused score, best sentence cosine, BM25 rank."""
 
     doc_id: str
     title: str
-    text: str
-    score: float
+    score: float  # the fused ranking score
+    dense: float  # cosine similarity of the page's best sentence to the query
+    lexical_rank: int  # 1 = BM25's best page
 
 
 class KnowledgeBase:
-    """Search over a LangChain vector store whose scores are cosine distances (Chroma, cosine)."""
+    """Page search (dense, lexical or hybrid) and extractive answers over the help centre."""
 
-    def __init__(self, store: Any) -> None:
-        self.store = store
+    def __init__(self, pages: Sequence[Page], store: Any, bm25: Any, embedder: Any) -> None:
+        self.pages = {p.id: p for p in pages}
+        self.store, self.bm25, self.embedder = store, bm25, embedder
+        self._cache: dict[str, np.ndarray] = {}
+        #: every answer unit of every page, embedded once: (S, 384), and its (page, index)
+        self.units = [(p.id, i) for p in pages for i in range(len(p.sentences))]
+        plain = [self.pages[p].sentences[i] for p, i in self.units]
+        titled = [f"{self.pages[p].title}: {s}" for (p, _), s in zip(self.units, plain, strict=True)]
+        self.unit_matrix = self.embed(titled)  # (S, 384): for finding the page, with its title
+        self.sentence_matrix = self.embed(plain)  # (S, 384): for picking the answering sentences
 
-    def search(self, query: str, k: int = 3, categories: Sequence[str] | None = None) -> list[Hit]:
-        """The ``k`` best chunks for ``query``, best first, with cosine similarity scores.
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Unit-length MiniLM embeddings, shape (len(texts), 384)."""
+        vecs = self.embedder.encode(list(texts), normalize_embeddings=True, convert_to_numpy=True)
+        return np.asarray(vecs, dtype=np.float32)
 
-        ``categories`` limits the search to those help-centre sections (metadata filter).
+    def query_vector(self, text: str) -> np.ndarray:
+        """The embedding of one query, cached (a turn embeds its message once)."""
+        if text not in self._cache:
+            if len(self._cache) > 512:
+                self._cache.clear()
+            self._cache[text] = self.embed([text])[0]
+        return self._cache[text]
+
+    def dense_scores(self, query: str) -> dict[str, float]:
+        """Best chunk cosine per page (every page), from Chroma through LangChain."""
+        n = self.store._collection.count()
+        vec = self.query_vector(query).tolist()
+        scores: dict[str, float] = {}
+        for doc, dist in self.store.similarity_search_by_vector_with_relevance_scores(vec, k=n):
+            page = doc.metadata["doc_id"]
+            scores[page] = max(scores.get(page, -1.0), 1.0 - float(dist))
+        return scores
+
+    def sentence_scores(self, query: str) -> dict[str, float]:
+        """Best sentence cosine per page."""
+        sims = self.unit_matrix @ self.query_vector(query)  # (S,)
+        scores: dict[str, float] = {}
+        for (page, _), s in zip(self.units, sims.tolist(), strict=True):
+            scores[page] = max(scores.get(page, -1.0), s)
+        return scores
+
+    def lexical_scores(self, query: str) -> dict[str, float]:
+        """Best chunk BM25 score per page (0 when no word matches)."""
+        raw = self.bm25.vectorizer.get_scores(self.bm25.preprocess_func(expand_query(query)))
+        scores: dict[str, float] = {}
+        for doc, s in zip(self.bm25.docs, raw, strict=True):
+            page = doc.metadata["doc_id"]
+            scores[page] = max(scores.get(page, 0.0), float(s))
+        return scores
+
+    def search(
+        self,
+        query: str,
+        k: int = 3,
+        mode: str = "hybrid",
+        prior: Sequence[str] = (),
+        prior_weight: float = 0.5,
+        rrf_k: int = 10,
+        weights: tuple[float, float, float] = (0.5, 1.0, 0.5),
+    ) -> list[Hit]:
+        """The ``k`` best pages for ``query``, best first.
+
+        ``mode``: ``"dense"`` (chunks in Chroma), ``"lexical"`` (BM25) or ``"hybrid"``: reciprocal
+        rank fusion, sum of ``weight / (rrf_k + rank)`` over the chunk, sentence and BM25 rankings
+        (``weights`` in that order). ``prior``: help-centre sections favoured by the router, a
+        bonus worth ``prior_weight`` of a first place in one ranking (never a filter).
         """
-        where = {"category": {"$in": list(categories)}} if categories else None
-        pairs = self.store.similarity_search_with_score(query, k=k, filter=where)
-        return [Hit(d.metadata.get("doc_id", ""), d.metadata.get("title", ""), d.page_content,
-                    round(1.0 - float(dist), 4)) for d, dist in pairs]  # fmt: skip
+        if mode not in ("dense", "lexical", "hybrid"):
+            raise ValueError(f"mode must be dense, lexical or hybrid, not {mode!r}")
+        dense, lexical = self.dense_scores(query), self.lexical_scores(query)
+        sentence = self.sentence_scores(query)
+        w = {"dense": (1.0, 0.0, 0.0), "lexical": (0.0, 0.0, 1.0), "hybrid": weights}[mode]
+        ranks = [_ranks(dense), _ranks(sentence), _ranks(lexical)]
+        fused = {}
+        for p, page in self.pages.items():
+            s = w[0] / (rrf_k + ranks[0][p]) + w[1] / (rrf_k + ranks[1][p])
+            s += w[2] / (rrf_k + ranks[2][p]) if lexical.get(p, 0.0) > 0 else 0.0
+            fused[p] = s + (prior_weight / (rrf_k + 1) if page.category in prior else 0.0)
+        best = sorted(fused, key=lambda p: (-fused[p], -dense[p]))[:k]
+        return [
+            Hit(p, self.pages[p].title, round(fused[p], 5), round(sentence[p], 4), ranks[2][p])
+            for p in best
+        ]
 
-    def doc_ids(self, query: str, k: int = 3) -> list[str]:
-        """The pages of the best chunks, best first (what :func:`vectordb.hit_rate_at_k` wants)."""
-        return [h.doc_id for h in self.search(query, k)]
+    def rank_sentences(
+        self,
+        query: str,
+        page_ids: Sequence[str],
+        overlap_weight: float = 0.5,
+        page_penalty: float = 0.05,
+    ) -> list[tuple[float, str, int]]:
+        """``(score, page id, sentence index)`` for the sentences of ``page_ids``, best first.
 
-    @staticmethod
+        score = cosine(question, sentence) + ``overlap_weight`` x share of the question's content
+        words in the sentence - ``page_penalty`` x the page's rank (0 for the best page).
+        """
+        q_vec, q_words = self.query_vector(query), content_words(query)
+        rank_of = {pid: r for r, pid in enumerate(page_ids)}
+        out = []
+        for j, (pid, i) in enumerate(self.units):
+            if pid in rank_of:
+                sentence = self.pages[pid].sentences[i]
+                overlap = len(q_words & content_words(sentence)) / max(1, len(q_words))
+                score = float(self.sentence_matrix[j] @ q_vec) + overlap_weight * overlap
+                out.append((score - page_penalty * rank_of[pid], pid, i))
+        return sorted(out, key=lambda t: -t[0])
+
     def extract(
-        query: str, hit: Hit, embed: Callable[[Sequence[str]], np.ndarray], n: int = 2
-    ) -> str:
-        """The ``n`` sentences of ``hit`` most similar to ``query``, in their original order.
+        self, query: str, page_ids: Sequence[str], n: int = 3, **weights: float
+    ) -> tuple[str, list[str]]:
+        """The ``n`` best sentences for ``query`` from ``page_ids``, grouped by page in page order,
+        and the pages they came from."""
+        if not page_ids:
+            return "", []
+        chosen = self.rank_sentences(query, page_ids, **weights)[:n]
+        order = {pid: r for r, pid in enumerate(page_ids)}
+        chosen.sort(key=lambda t: (order[t[1]], t[2]))
+        used = list(dict.fromkeys(pid for _, pid, _ in chosen))
+        parts: list[str] = []
+        for _, pid, i in chosen:
+            unit, head = self.pages[pid].sentences[i], parts[-1].split(": ")[0] if parts else ""
+            same_list = head.endswith(("you", "cover", "are")) or ":" in (
+                parts[-1] if parts else ""
+            )
+            if parts and same_list and unit.startswith(head + ": "):
+                unit = unit[len(head) + 2 :]  # the list's intro is said once
+            parts.append(unit)
+        return " ".join(parts), used
 
-        The assistant's fallback when the model's draft is not grounded: quoting the source is
-        always grounded.
-        """
-        text = re.sub(rf"^#+\s*{re.escape(hit.title)}\s*", "", hit.text.strip())
-        sentences = [s.strip(" -*#|") for s in _SENTENCE.split(text)]
-        sentences = [s for s in sentences if len(s.split()) >= 4]
-        if not sentences:
-            return hit.text.strip()
-        vecs = embed([query, *sentences])  # (1 + S, D), unit rows
-        sims = vecs[1:] @ vecs[0]  # (S,)
-        best = sorted(np.argsort(-sims)[:n].tolist())
-        return " ".join(sentences[i] for i in best)
+
+def _ranks(scores: dict[str, float]) -> dict[str, int]:
+    return {p: r for r, p in enumerate(sorted(scores, key=lambda p: -scores[p]), 1)}
 
 
-def build_knowledge_base(
-    persist: bool = True, name: str = "lesson08", max_words: int = 120, overlap: int = 20
-) -> KnowledgeBase:
-    """Index the help centre in Chroma (idempotent) and wrap it in LangChain's vector store.
+def load_pages() -> list[Page]:
+    """The help-centre pages with their answer units."""
+    from shared.vectordb import load_kb
 
-    ``persist=True`` keeps the index in ``cache_dir("chroma", name)``; ``False`` builds it in
-    memory (about a second for the 40 pages).
+    pages = []
+    for doc in load_kb():
+        body = re.sub(r"^#\s+.*\n", "", doc.text.strip(), count=1)
+        pages.append(Page(doc.id, doc.title, doc.category, body, tuple(page_sentences(body))))
+    return pages
+
+
+class _LangChainMiniLM:
+    """LangChain ``Embeddings`` over the local MiniLM (unit vectors, so cosine = dot product)."""
+
+    def __init__(self, embedder: Any) -> None:
+        self.embedder = embedder
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        return self.embedder.encode(texts, normalize_embeddings=True).tolist()
+
+    def embed_query(self, text: str) -> list[float]:
+        return self.embed_documents([text])[0]
+
+
+def build_knowledge_base(embedder: Any = None, max_words: int = 80) -> KnowledgeBase:
+    """Index the help centre in an in-memory Chroma collection and a BM25 index (about 1 s).
+
+    Upserts with stable ids, so calling it twice in one process re-embeds nothing new.
     """
+    import chromadb
+    from chromadb.config import Settings
     from langchain_chroma import Chroma
 
-    client = vectordb.persistent_client(name) if persist else vectordb.ephemeral_client()
-    collection = client.get_or_create_collection(
-        COLLECTION,
-        embedding_function=vectordb.MiniLMEmbeddingFunction(),
-        configuration={"hnsw": {"space": "cosine"}},
-    )
-    ids, texts, metas = vectordb.kb_chunks(vectordb.load_kb(), max_words, overlap)
-    stored = collection.get(include=["documents"])
-    have = dict(zip(stored["ids"], stored["documents"], strict=True))
-    stale = sorted(set(have) - set(ids))
-    if stale:  # pages removed or re-chunked since the last run
-        collection.delete(ids=stale)
-    if any(have.get(i) != t for i, t in zip(ids, texts, strict=True)):  # new or changed text
-        vectordb.ingest(collection, ids, texts, metas, progress=False)
+    from shared.models import load_embedder
+
+    with warnings.catch_warnings():  # langchain-community announces its sunset on import
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from langchain_community.retrievers import BM25Retriever
+
+    embedder = embedder or load_embedder()
+    pages = load_pages()
+    ids, texts, metas = title_chunks(pages, max_words)
+    client = chromadb.EphemeralClient(settings=Settings(anonymized_telemetry=False))
     store = Chroma(
-        client=client, collection_name=COLLECTION, embedding_function=vectordb.MiniLMEmbeddings()
+        collection_name=f"{COLLECTION}_{max_words}",
+        embedding_function=_LangChainMiniLM(embedder),
+        client=client,
+        collection_configuration={"hnsw": {"space": "cosine"}},
     )
-    return KnowledgeBase(store)
+    have = set(store.get(ids=ids)["ids"])
+    if have != set(ids):
+        store.add_texts(texts, metadatas=metas, ids=ids)
+    bm25 = BM25Retriever.from_texts(texts, metadatas=metas, preprocess_func=lexical_tokens, k=5)
+    return KnowledgeBase(pages, store, bm25, embedder)

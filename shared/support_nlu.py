@@ -24,16 +24,31 @@ from typing import Any
 
 import numpy as np
 
+from shared.support_lang import EMAIL, NOT_ENGLISH, detect_language, luhn_ok, normalize, redact
+
 __all__ = [
     "INTENTS",
     "KB_INTENTS",
+    "NOT_ENGLISH",
     "Guard",
     "Mood",
     "Route",
     "Router",
     "assess_mood",
     "check_input",
+    "detect_language",
     "load_examples",
+    "luhn_ok",
+    "normalize",
+    "redact",
+    "asks_for_order",
+    "asks_if_stocked",
+    "is_follow_up",
+    "is_yes",
+    "order_ids",
+    "wants_any_recommendation",
+    "wants_human",
+    "wants_recommendation",
 ]
 
 #: the intent labels, shared with lesson 07's classifier.
@@ -64,14 +79,17 @@ _INJECTION = re.compile(
     r"\b(ignore|disregard|forget|override)\b.{0,40}\b(instructions?|rules|prompt|guidelines)\b"
     r"|\byou are now\b|\bact as (an? )?(unrestricted|different|evil|admin)|\bjailbreak"
     r"|\bdeveloper mode\b|\bdo anything now\b|\bpretend (you|to) (are|be|have) no\b"
-    r"|\bnew instructions?\s*:|\bsystem\s*:\s",
+    r"|\bnew instructions?\s*:|\bsystem\s*:\s|\bsystem override\b|\badmin mode\b"
+    r"|(忽略|无视|忘记|忘掉|不要理会|跳过).{0,12}(指令|指示|规则|提示|设定|要求)"
+    r"|你现在是|扮演|越狱|开发者模式|管理员模式|新的?指令",
     re.I | re.S,
 )
 _EXTRACTION = re.compile(
     r"\b(system|hidden|initial|original|secret)\s+(prompt|instructions?|message)"
     r"|\b(reveal|show|print|repeat|tell me|what (is|are|were))\b.{0,30}\b(your|the)\s+"
     r"(prompt|instructions?|rules|configuration)"
-    r"|\brepeat (the|everything) (text )?(above|before)\b",
+    r"|\brepeat (the|everything) (text )?(above|before)\b"
+    r"|(系统|隐藏|原始|初始)(提示|指令|设定)|(告诉|显示|输出|打印).{0,8}(提示词|指令|设定)",
     re.I | re.S,
 )
 _OTHER_CUSTOMER = re.compile(
@@ -79,21 +97,24 @@ _OTHER_CUSTOMER = re.compile(
     r"account|people)'?s?\b.{0,40}\b(orders?|address|email|phone|details|data|account|history)"
     r"|\b(orders?|address|email|phone|details|data|account|history)\b.{0,30}\bof (another|other|"
     r"a different) (customer|user|person)"
-    r"|\b(list|show|give me|export)\b.{0,20}\b(all|every)\s+(customers?|users?|emails?)",
+    r"|\b(list|show|give me|export)\b.{0,20}\b(all|every)\s+(customers?|users?|emails?)"
+    r"|\b(belongs?|belonging) to (my|a|his|her|their) \w+|\bmy (friend|wife|husband|partner|"
+    r"mum|mom|dad|brother|sister|neighbou?r|colleague|boss)'?s (order|account|parcel|address)"
+    r"|(其他|别的|别人|其它)(客户|顾客|用户|人)?的(订单|地址|账户|信息|邮箱|电话)",
     re.I | re.S,
 )
-_EMAIL = re.compile(r"[\w.+-]+@[\w-]+\.[\w.]+")
 
 
 def check_input(message: Any, max_chars: int = 2000, own_email: str | None = None) -> Guard | None:
     """The guardrail that blocks ``message``, or None when it may go on to the assistant.
 
     ``own_email`` is the signed-in customer's address: any other address in the message counts
-    as a request for someone else's data.
+    as a request for someone else's data. Rules apply to the NFKC-normalised text, in English
+    and Chinese.
     """
     if not isinstance(message, str):
         return Guard("not_text", "I can only read typed text. Please write your question.")
-    text = message.strip()
+    text = normalize(message).strip()
     if not text:
         return Guard("empty", "Your message was empty. What can I help you with?")
     if len(text) > max_chars:
@@ -114,8 +135,8 @@ def check_input(message: Any, max_chars: int = 2000, own_email: str | None = Non
             "I can't change how I work, but I can help with orders, shipping, returns, "
             "payments, your account or our products.",
         )
-    emails = {e.lower().rstrip(".") for e in _EMAIL.findall(text)}
-    foreign = emails - {own_email.lower()} if own_email else set()
+    emails = {e.lower().rstrip(".") for e in EMAIL.findall(text)}
+    foreign = emails - {own_email.lower()} if own_email else emails
     if _OTHER_CUSTOMER.search(text) or foreign:
         return Guard(
             "other_customer",
@@ -127,11 +148,39 @@ def check_input(message: Any, max_chars: int = 2000, own_email: str | None = Non
 
 # ---------------------------------------------------------------------------- mood
 _NEGATIVE = {
-    "angry": 2, "furious": 2, "unacceptable": 2, "ridiculous": 2, "terrible": 2, "worst": 2,
-    "scam": 2, "disgusted": 2, "outraged": 2, "fed up": 2, "sick of": 2, "useless": 2,
-    "awful": 1, "annoyed": 1, "disappointed": 1, "frustrated": 1, "upset": 1, "horrible": 1,
-    "still": 1, "again": 1, "never": 1, "waste": 1, "broken": 1, "complaint": 1,
-}  # fmt: skip
+    "angry": 2,
+    "furious": 2,
+    "unacceptable": 2,
+    "ridiculous": 2,
+    "terrible": 2,
+    "worst": 2,
+    "scam": 2,
+    "disgusted": 2,
+    "outraged": 2,
+    "fed up": 2,
+    "sick of": 2,
+    "useless": 2,
+    "pathetic": 2,
+    "joke": 1,
+    "sick and tired": 2,
+    "had enough": 2,
+    "wtf": 2,
+    "shocking": 2,
+    "awful": 1,
+    "annoyed": 1,
+    "disappointed": 1,
+    "frustrated": 1,
+    "upset": 1,
+    "horrible": 1,
+    "still": 1,
+    "again": 1,
+    "never": 1,
+    "waste": 1,
+    "broken": 1,
+    "complaint": 1,
+    "keeps?": 1,
+}
+_NEGATIVE_ZH = ("生气", "愤怒", "气死", "太差", "垃圾", "投诉", "骗子", "差劲", "受够", "离谱")
 _POSITIVE = ("thank", "thanks", "great", "perfect", "love", "awesome", "helpful", "happy")
 _URGENT = ("urgent", "asap", "immediately", "right now", "emergency", "today", "tonight")
 
@@ -150,17 +199,125 @@ UPSET_SCORE = 3
 
 
 def assess_mood(text: str) -> Mood:
-    """Score ``text`` with the lexicon; shouting (CAPITALS, '!!') adds to the negative score."""
+    """Score ``text`` with the lexicon; shouting (CAPITALS, '!!', full-width '！') adds to it."""
+    text = normalize(text)
     low = text.lower()
     score = sum(w for cue, w in _NEGATIVE.items() if re.search(rf"\b{cue}\b", low))
-    letters = [c for c in text if c.isalpha()]
+    score += 2 * sum(cue in text for cue in _NEGATIVE_ZH)
+    letters = [c for c in text if c.isalpha() and c.isascii()]
     if len(letters) >= 12 and sum(c.isupper() for c in letters) / len(letters) > 0.6:
         score += 2
     score += min(text.count("!") // 2, 2)
     score -= sum(1 for cue in _POSITIVE if re.search(rf"\b{cue}", low))
     sentiment = "negative" if score >= 2 else "positive" if score < 0 else "neutral"
-    urgent = any(re.search(rf"\b{cue}\b", low) for cue in _URGENT)
+    urgent = any(re.search(rf"\b{cue}\b", low) for cue in _URGENT) or "紧急" in text
     return Mood(sentiment, score, urgent, score >= UPSET_SCORE)
+
+
+_HUMAN = re.compile(
+    r"\b(human|real person|actual person|live (agent|chat|person)|an agent|a person|agent|"
+    r"representative|operator|supervisor|manager|somebody real|someone real|"
+    r"(speak|talk|chat) (to|with) (a|an|someone|somebody|anyone|your|staff|support)|"
+    r"call me|phone me|ring me|call (me )?back|someone (from your|on your|in your) (team|staff)|"
+    r"someone (who can|that can) (actually )?help|not (a|this|your) (bot|robot|machine)|"
+    r"stop the bot|no more bots?|put me through|transfer me|connect me|escalate)\b"
+    r"|人工|真人|客服人员|转接|找人|工作人员",
+    re.I,
+)
+
+
+def wants_human(text: str) -> bool:
+    """Whether the message asks for a person, directly or not ("is there anyone I can call?")."""
+    return bool(_HUMAN.search(normalize(text)))
+
+
+_RECOMMEND = re.compile(
+    r"\b(recommend|suggest|advi[cs]e me|ideas?|(a|good|nice) (gift|present)|birthday|looking for|"
+    r"(need|want|after) (a|an|some|something)|something (to|for|that|nice|good)|"
+    r"what (should|could|would) (i|you) (buy|get|order|pick|choose)|which (one|product) should|"
+    r"do you (sell|stock|have|carry) (a|an|any)|what (goes|would go) (well )?with|"
+    r"good (option|choice) for|best .{0,20} for)\b",
+    re.I,
+)
+
+
+def wants_recommendation(text: str) -> bool:
+    """A cue that the customer is looking for a product (the shop's catalogue then decides)."""
+    return bool(_RECOMMEND.search(normalize(text)))
+
+
+# ---------------------------------------------------------------------------- conversation
+_FOLLOW_UP = re.compile(r"^\s*(and|also|what about|how about|then|so|but|ok|okay)\b", re.I)
+_PRONOUN = re.compile(r"\b(it|that|this|they|them|those|these|one|there)\b", re.I)
+_ORDER_ID = re.compile(r"(?:\border\s*(?:number\s*|no\.?\s*)?#?\s*|#|\bMM-)(\d{4})\b", re.I)
+_MY_ORDER = re.compile(
+    r"\bmy\s+(?:\w+\s+){0,3}(orders?|parcels?|package|delivery|purchase)\b"
+    r"|\bwhat did i (order|buy)\b|\bi (just )?ordered\b|\border did i\b",
+    re.I,
+)
+_ORDER_ASK = re.compile(
+    r"\b(status|where|track|arriv\w*|shipped|dispatch\w*|sent|come|coming|"
+    r"what'?s (in|on)|what is (in|on)|contents?|items?|last|latest|recent|"
+    r"placed|look ?up|check|update|when)\b",
+    re.I,
+)
+_PROBLEM = re.compile(
+    r"\b(damaged|broken|faulty|wrong|missing|return\w*|refund\w*|cancel\w*|"
+    r"exchange|change|warranty|wash|clean|cost|fee|pay)\b",
+    re.I,
+)
+_ORDER_FOLLOW = re.compile(
+    r"\b(arriv\w*|deliver\w*|ship\w*|dispatch\w*|track\w*|status|"
+    r"where is it|get here|come)\b",
+    re.I,
+)
+_YES = re.compile(r"^\s*(yes|yeah|yep|sure|ok|okay|please|yes please|go ahead|do it)\W*$", re.I)
+_STOCK = re.compile(
+    r"\b(do|does|will) (you|maple & mill|the shop) (sell|stock|carry|have|make)\b"
+    r"|\bcan i (buy|order|get) (an?|any|some)\b",
+    re.I,
+)
+_GENERIC_RECOMMEND = re.compile(r"\b(recommend|suggest|ideas?|what should i (buy|get))", re.I)
+
+
+def is_follow_up(text: str, max_words: int = 8) -> bool:
+    """A short message that leans on the previous turn ("and who pays for that?")."""
+    words = text.split()
+    return bool(_FOLLOW_UP.match(text)) or (len(words) <= max_words and bool(_PRONOUN.search(text)))
+
+
+def asks_for_order(text: str, order_ids: list[int], after_order: bool = False) -> bool:
+    """Whether a signed-in customer asks about their own order ("has my last order arrived?").
+
+    A problem or policy question that mentions an order ("my order arrived damaged") is not an
+    order lookup: the help centre answers it. ``after_order``: the previous answer was an order
+    and this message is a follow-up ("when will it arrive?").
+    """
+    if _PROBLEM.search(text):
+        return False
+    if (order_ids or _MY_ORDER.search(text)) and _ORDER_ASK.search(text):
+        return True
+    return after_order and is_follow_up(text) and bool(_ORDER_FOLLOW.search(text))
+
+
+def order_ids(text: str) -> list[int]:
+    """The four-digit order numbers in ``text`` ("order 1042", "#1042", "MM-1042")."""
+    return [int(m) for m in _ORDER_ID.findall(text)]
+
+
+def asks_if_stocked(text: str) -> bool:
+    """ "Do you sell ...?" - a catalogue question."""
+    return bool(_STOCK.search(text))
+
+
+def wants_any_recommendation(text: str) -> bool:
+    """An open request for ideas ("any gift ideas?"), answered from the customer's history."""
+    return bool(_GENERIC_RECOMMEND.search(text))
+
+
+def is_yes(text: str) -> bool:
+    """A short yes ("yes please", "sure")."""
+    return bool(_YES.match(text))
 
 
 # ---------------------------------------------------------------------------- routing
@@ -174,15 +331,16 @@ class Route:
 
 
 _RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
-    ("talk_to_human", re.compile(
-        r"\b(human|real person|live agent|an agent|representative|operator|your manager|"
-        r"speak (to|with) (a|someone|somebody)|talk (to|with) (a|someone|somebody)|call me)\b",
-        re.I)),
-    ("order_status", re.compile(r"\b(where|status|track)\b.{0,25}\b(order|parcel|package)\b|"
-                                r"\border\s*#?\s*\d{4}\b", re.I)),
-    ("product_question", re.compile(r"\b(recommend|suggest)\w*\b.{0,40}\b(product|gift|"
-                                    r"something|buy|kitchen|home|pan|for me)\b", re.I)),
-)  # fmt: skip
+    ("talk_to_human", _HUMAN),
+    (
+        "order_status",
+        re.compile(
+            r"\b(where|status|track)\b.{0,25}\bmy (order|parcel|package)\b|"
+            r"\border\s*(number\s*|no\.?\s*)?#?\s*\d{4}\b",
+            re.I,
+        ),
+    ),
+)
 
 
 def load_examples(path: str | Path) -> list[tuple[str, str]]:
@@ -199,10 +357,12 @@ def load_examples(path: str | Path) -> list[tuple[str, str]]:
 
 
 class Router:
-    """Intent router: keyword rules first, then a weighted vote of the k nearest examples.
+    """Intent router: keyword rules first, then a classifier over MiniLM sentence embeddings.
 
-    A message whose best example is less similar than ``min_similarity`` is ``out_of_scope``:
-    nothing the shop handles looks like it.
+    ``method="knn"``: a similarity-weighted vote of the ``k`` nearest examples; a message whose
+    best example is less similar than ``min_similarity`` is ``out_of_scope``.
+    ``method="logreg"``: scikit-learn's ``LogisticRegression`` trained on the example embeddings
+    (the confidence is its class probability).
     """
 
     def __init__(
@@ -212,14 +372,24 @@ class Router:
         k: int = 5,
         min_similarity: float = 0.35,
         use_rules: bool = True,
+        method: str = "knn",
+        seed: int = 0,
     ) -> None:
         if not examples:
             raise ValueError("the router needs labelled examples")
+        if method not in ("knn", "logreg"):
+            raise ValueError(f"method must be 'knn' or 'logreg', not {method!r}")
         self.embedder, self.k, self.min_similarity = embedder, k, min_similarity
-        self.use_rules = use_rules
+        self.use_rules, self.method = use_rules, method
         self.texts = [t for t, _ in examples]
         self.labels = np.array([i for _, i in examples])
         self.matrix = self.embed(self.texts)  # (N, D), unit rows
+        self.model = None
+        if method == "logreg":
+            from sklearn.linear_model import LogisticRegression
+
+            self.model = LogisticRegression(C=10.0, max_iter=2000, random_state=seed)
+            self.model.fit(self.matrix, self.labels)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Unit-length embeddings, shape (len(texts), D)."""
@@ -230,14 +400,23 @@ class Router:
         """The intent of one message."""
         return self.route_many([text])[0]
 
-    def route_many(self, texts: Sequence[str]) -> list[Route]:
-        """Intents for many messages with one embedding batch."""
-        sims = self.embed(texts) @ self.matrix.T  # (B, N) cosine similarities
+    def route_many(self, texts: Sequence[str], vectors: np.ndarray | None = None) -> list[Route]:
+        """Intents for many messages with one embedding batch (or their ``vectors``, (B, D))."""
+        texts = [normalize(t) for t in texts]
+        vecs = self.embed(texts) if vectors is None else vectors  # (B, D)
+        sims = vecs @ self.matrix.T  # (B, N) cosine similarities
+        probs = self.model.predict_proba(vecs) if self.model is not None else None  # (B, C)
         out = []
-        for text, row in zip(texts, sims, strict=True):
+        for b, (text, row) in enumerate(zip(texts, sims, strict=True)):
             rule = next((i for i, p in _RULES if p.search(text)), None) if self.use_rules else None
             if rule:
                 out.append(Route(rule, 1.0, "rule"))
+                continue
+            if probs is not None:
+                j = int(np.argmax(probs[b]))
+                out.append(
+                    Route(str(self.model.classes_[j]), round(float(probs[b][j]), 3), "logreg")
+                )
                 continue
             top = np.argsort(-row)[: self.k]
             best = float(row[top[0]])

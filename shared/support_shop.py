@@ -15,7 +15,7 @@ from typing import Any
 
 from shared.config import FriendlyError
 
-__all__ = ["DELIVERY_TIMES", "ShopDB", "ShopError", "open_shop"]
+__all__ = ["DELIVERY_TIMES", "ProductSearch", "ShopDB", "ShopError", "open_shop"]
 
 #: delivery time after dispatch per shipping method, as the help centre states it.
 DELIVERY_TIMES = {
@@ -72,14 +72,17 @@ class ShopDB:
         """Whether ``order_id`` belongs to ``customer_id`` (a guest owns nothing)."""
         if customer_id is None:
             return False
-        rows = self.query("SELECT 1 FROM orders WHERE order_id = ? AND customer_id = ?",
-                          (order_id, customer_id))  # fmt: skip
+        rows = self.query(
+            "SELECT 1 FROM orders WHERE order_id = ? AND customer_id = ?", (order_id, customer_id)
+        )
         return bool(rows)
 
     def orders(self, customer_id: int) -> list[dict[str, Any]]:
         """The customer's orders, newest first, each with its items."""
-        orders = self.query("SELECT * FROM orders WHERE customer_id = ? "
-                            "ORDER BY order_date DESC, order_id DESC", (customer_id,))  # fmt: skip
+        orders = self.query(
+            "SELECT * FROM orders WHERE customer_id = ? ORDER BY order_date DESC, order_id DESC",
+            (customer_id,),
+        )
         for order in orders:
             order["items"] = self.query(
                 "SELECT p.name, i.quantity FROM order_items i JOIN products p "
@@ -129,11 +132,56 @@ class ShopDB:
         )
 
     def recommend_text(self, customer_id: int | None, n: int = 3) -> str:
-        """Recommendations as a short message."""
+        """Recommendations from the customer's history as a short message."""
         picks = self.recommend(customer_id, n)
         lines = "\n".join(f"- {p['name']} (${p['price']:.2f}, {p['category']})" for p in picks)
         basis = "what you bought before" if customer_id is not None else "our best sellers"
         return f"Based on {basis}, I'd recommend:\n{lines}"
+
+    def products(self) -> list[dict[str, Any]]:
+        """The catalogue, in product id order."""
+        return self.query("SELECT * FROM products ORDER BY product_id")
+
+
+class ProductSearch:
+    """Products that fit a request ("something to light up my desk"): MiniLM over the catalogue.
+
+    Each product is embedded as "name (category): description"; :meth:`search` returns the
+    in-stock products whose similarity is within ``margin`` of the best, when the best reaches
+    ``min_similarity`` (otherwise nothing: the shop has no such product).
+    """
+
+    def __init__(
+        self,
+        shop: ShopDB,
+        embed: Any,
+        min_similarity: float = 0.45,
+        margin: float = 0.08,
+        query_vector: Any = None,
+    ) -> None:
+        self.items = [p for p in shop.products() if p["stock"] > 0]
+        self.embed, self.min_similarity, self.margin = embed, min_similarity, margin
+        self.query_vector = query_vector or (lambda text: embed([text])[0])
+        texts = [f"{p['name']} ({p['category']}): {p['description']}" for p in self.items]
+        self.matrix = embed(texts)  # (P, D), unit rows
+
+    def scores(self, request: str) -> list[tuple[float, dict[str, Any]]]:
+        """``(cosine, product)`` for every in-stock product, best first."""
+        sims = self.matrix @ self.query_vector(request)  # (P,)
+        return sorted(zip(sims.tolist(), self.items, strict=True), key=lambda t: -t[0])
+
+    def search(self, request: str, n: int = 3) -> list[dict[str, Any]]:
+        """Up to ``n`` products that fit ``request``, best first (empty when none fits)."""
+        ranked = self.scores(request)
+        if not ranked or ranked[0][0] < self.min_similarity:
+            return []
+        return [p for s, p in ranked[:n] if s >= ranked[0][0] - self.margin]
+
+    @staticmethod
+    def text(picks: list[dict[str, Any]]) -> str:
+        """The picks as a short message with prices and descriptions."""
+        lines = "\n".join(f"- {p['name']} (${p['price']:.2f}): {p['description']}" for p in picks)
+        return f"From our catalogue, these fit what you describe:\n{lines}"
 
 
 def open_shop(path: str | Path | None = None) -> ShopDB:

@@ -1,5 +1,8 @@
 """Lesson 08 (customer-service capstone): feedback and hand-off tickets, stored in SQLite.
 
+Card numbers, e-mail addresses and phone numbers are redacted (:func:`shared.support_nlu.redact`)
+before anything is written: comments, questions, answers and ticket transcripts.
+
 Every thumbs up/down, comment and hand-off ticket is one row in a small SQLite database under the
 course cache (``cache_dir("support")``). The database runs in WAL mode with a busy timeout, and
 each call opens its own short-lived connection, so several chat sessions (threads or processes)
@@ -19,6 +22,7 @@ from pathlib import Path
 
 from shared.config import FriendlyError
 from shared.paths import cache_dir
+from shared.support_nlu import redact
 
 __all__ = ["RATINGS", "FeedbackError", "SupportStore", "Ticket", "default_store_path"]
 
@@ -117,6 +121,7 @@ class SupportStore:
                 f"The comment has {len(comment)} characters; the limit is {MAX_COMMENT}. "
                 "Please shorten it."
             )
+        comment, question, answer = redact(comment), redact(question), redact(answer)
         with self._connect() as con:
             cur = con.execute(
                 "INSERT INTO feedback (created, session_id, turn, rating, comment, question, "
@@ -166,9 +171,11 @@ class SupportStore:
         transcript: Sequence[dict[str, str]],
         customer_id: int | None = None,
     ) -> int:
-        """Record a hand-off with the conversation so far; returns the ticket number."""
+        """Record a hand-off with the conversation so far (personal data redacted); returns the
+        ticket number."""
         if not reason:
             raise ValueError("a ticket needs a reason")
+        transcript = [{**m, "content": redact(str(m.get("content", "")))} for m in transcript]
         with self._connect() as con:
             cur = con.execute(
                 "INSERT INTO tickets (created, session_id, customer_id, reason, transcript) "

@@ -1,33 +1,38 @@
 """Lesson 08 (customer-service capstone): the web chat a person can use (Gradio).
 
-:func:`build_ui` wires a :class:`shared.support_bot.SupportBot` into a Gradio page: a sign-in
-picker (demo accounts from the shop database), the conversation with streamed replies, a visible
-hand-off banner with the ticket number, thumbs up / down on the last answer (and on any answer,
-with the chat's own thumbs) and a comment box. Every browser tab gets its own chat session.
+:func:`build_ui` wires a :class:`shared.support_bot.SupportBot` into a Gradio page: a **demo
+sign-in** picker (made-up accounts from the shop database, no password: a real deployment signs
+customers in with its own login and passes the verified customer id), the conversation, a visible
+hand-off banner with the ticket number, and one feedback mechanism: Gradio's thumbs on every
+answer (the ``like`` event), with an optional comment typed before the click. Every browser tab
+gets its own chat session. Replies appear only once they are final: a draft the grounding check
+would withdraw is never on screen.
 
 :func:`launch` binds to 127.0.0.1 and creates no public share link unless asked to.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import gradio as gr
 
-__all__ = ["build_ui", "launch"]
+__all__ = ["GUEST", "build_ui", "launch", "main"]
 
 TITLE = "Maple & Mill help chat"
+GUEST = 0  # the picker's value for "not signed in"
 
 
-def _new_state(bot: Any, customer_id: int | None) -> dict[str, Any]:
-    return {"sid": bot.new_session(customer_id), "customer": customer_id, "messages": []}
+def _new_state(bot: Any, customer: int | None) -> dict[str, Any]:
+    cid = customer or None
+    return {"sid": bot.new_session(cid), "customer": customer, "messages": []}
 
 
 def build_ui(bot: Any) -> gr.Blocks:
     """The chat page for ``bot`` (not started: see :func:`launch`)."""
-    customers = bot.shop.customers()
-    first = customers[0][1] if customers else None
+    customers = [("Guest (not signed in)", GUEST), *bot.shop.customers()]
+    first = customers[1][1] if len(customers) > 1 else GUEST
 
     def ensure(state: dict[str, Any] | None, customer: int | None) -> dict[str, Any]:
         if not state or state.get("customer") != customer:
@@ -39,40 +44,30 @@ def build_ui(bot: Any) -> gr.Blocks:
         msgs = state["messages"]
         msgs += [{"role": "user", "content": message}, {"role": "assistant", "content": "…"}]
         yield "", msgs, state, gr.update()
+        reply = bot.respond(state["sid"], message)  # final and checked: nothing to withdraw
+        msgs[-1]["content"] = reply.text
         banner = gr.update()
-        for item in bot.stream(state["sid"], message):
-            if isinstance(item, str):
-                msgs[-1]["content"] = item
-                yield "", msgs, state, banner
-            else:
-                msgs[-1]["content"] = item.text
-                if item.handoff:
-                    banner = gr.update(
-                        value=f"🧑‍💼 **Handed over to a person — ticket #{item.ticket_id}.** "
-                        f"Reason: {item.handoff_reason}.",
-                        visible=True,
-                    )
-                yield "", msgs, state, banner
+        if reply.handoff:
+            banner = gr.update(
+                value=f"🧑‍💼 **Handed over to a person — ticket #{reply.ticket_id}.** "
+                f"Reason: {reply.handoff_reason}.",
+                visible=True,
+            )
+        yield "", msgs, state, banner
 
-    def rate(rating: str | None, state: dict[str, Any] | None, comment: str) -> tuple[str, str]:
-        answers = sum(m["role"] == "assistant" for m in (state or {}).get("messages", []))
-        if not answers:
-            return "There is no answer to rate yet.", comment
-        try:
-            row = bot.feedback(state["sid"], answers - 1, rating, comment or "")
-        except Exception as exc:  # noqa: BLE001 - shown to the person, never a crash
-            return f"Feedback not saved: {exc}", comment
-        kind = {"up": "👍", "down": "👎", None: "comment"}[rating]
-        return f"Thank you — your feedback ({kind}) is saved as #{row}.", ""
-
-    def liked(state: dict[str, Any] | None, data: gr.LikeData) -> str:
+    def rated(state: dict[str, Any] | None, comment: str, data: gr.LikeData) -> tuple[str, str]:
         msgs = (state or {}).get("messages", [])
         index = data.index if isinstance(data.index, int) else data.index[0]
         turn = sum(m["role"] == "assistant" for m in msgs[: index + 1]) - 1
         if not state or turn < 0:
-            return "There is no answer to rate yet."
-        row = bot.feedback(state["sid"], turn, "up" if data.liked else "down")
-        return f"Thank you — your feedback on answer {turn + 1} is saved as #{row}."
+            return "There is no answer to rate yet.", comment
+        rating = "up" if data.liked is True else "down" if data.liked is False else None
+        try:
+            row = bot.feedback(state["sid"], turn, rating, comment or "")
+        except Exception as exc:  # noqa: BLE001 - shown to the person, never a crash
+            return f"Feedback not saved: {exc}", comment
+        kind = {"up": "👍", "down": "👎", None: "comment"}[rating]
+        return f"Thank you — your feedback ({kind}) on answer {turn + 1} is saved as #{row}.", ""
 
     def switch(customer: int | None) -> tuple[Any, ...]:
         return _new_state(bot, customer), [], gr.update(value="", visible=False), ""
@@ -80,29 +75,35 @@ def build_ui(bot: Any) -> gr.Blocks:
     with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
         gr.Markdown(
             f"# {TITLE}\nAsk about your orders, shipping, returns and refunds, payments, your "
-            "account or our products. Type *talk to a person* at any time."
+            "account or our products, in English. Type *talk to a person* at any time."
         )
-        who = gr.Dropdown(customers, value=first, label="Signed in as (demo accounts)")
+        who = gr.Dropdown(
+            customers,
+            value=first,
+            elem_id="signin",
+            label="Demo sign-in: pick a made-up customer (no password; "
+            "a real shop uses its own login)",
+        )
         state = gr.State(None)
         banner = gr.Markdown(visible=False, elem_id="handoff-banner")
         chat = gr.Chatbot(label="Conversation", height=420, elem_id="chat")
         with gr.Row():
-            box = gr.Textbox(placeholder="Type your message and press Enter", show_label=False,
-                             scale=5, elem_id="message")  # fmt: skip
+            box = gr.Textbox(
+                placeholder="Type your message and press Enter",
+                show_label=False,
+                scale=5,
+                elem_id="message",
+            )
             go = gr.Button("Send", variant="primary", scale=1, elem_id="send")
-        with gr.Row():
-            up = gr.Button("👍 Helpful", elem_id="thumbs-up")
-            down = gr.Button("👎 Not helpful", elem_id="thumbs-down")
-            only = gr.Button("Send comment", elem_id="send-comment")
-        comment = gr.Textbox(label="Comment on the last answer (optional)", elem_id="comment")
+        comment = gr.Textbox(
+            label="Optional comment, sent with your next 👍 / 👎 on an answer", elem_id="comment"
+        )
         thanks = gr.Markdown(elem_id="feedback-status")
 
         outputs = [box, chat, state, banner]
         box.submit(send, [box, state, who], outputs)
         go.click(send, [box, state, who], outputs)
-        for button, rating in ((up, "up"), (down, "down"), (only, None)):
-            button.click(lambda s, c, r=rating: rate(r, s, c), [state, comment], [thanks, comment])
-        chat.like(liked, [state], [thanks])
+        chat.like(rated, [state, comment], [thanks, comment])
         who.change(switch, [who], [state, chat, banner, thanks])
     return demo
 
@@ -116,6 +117,31 @@ def launch(
     """
     demo = build_ui(bot)
     demo.queue(default_concurrency_limit=4)
-    demo.launch(server_name=host, server_port=port, share=share, inbrowser=False,
-                prevent_thread_lock=not block, quiet=True)  # fmt: skip
+    demo.launch(
+        server_name=host,
+        server_port=port,
+        share=share,
+        inbrowser=False,
+        prevent_thread_lock=not block,
+        quiet=True,
+    )
     return demo
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m shared.support_bot``: open the web chat on http://127.0.0.1:7860."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m shared.support_bot", description=main.__doc__)
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default: localhost)")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--share", action="store_true", help="ask Gradio for a public link (off)")
+    p.add_argument("--model", action="store_true", help="let the chat model rephrase answers")
+    a = p.parse_args(argv)
+    from shared.support_bot import BotConfig, build_bot
+
+    print(f"Maple & Mill help chat on http://{a.host}:{a.port} (Ctrl+C stops it)")
+    launch(
+        build_bot(BotConfig(use_model=a.model)), host=a.host, port=a.port, share=a.share, block=True
+    )
+    return 0

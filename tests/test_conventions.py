@@ -84,7 +84,14 @@ LESSON_CALLS: dict[str, tuple[str, ...]] = {
     ),
     "06_langchain": (),
     "07_lora_finetuning": (),
-    "08_customer_service": (),
+    "08_customer_service": (
+        "Chroma(",
+        "BM25Retriever",
+        "similarity_search_with_score(",
+        "LogisticRegression(",
+        "binomtest(",
+        "gr.ChatInterface(",
+    ),
 }
 
 

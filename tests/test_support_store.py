@@ -19,10 +19,18 @@ def test_store_uses_wal_and_survives_reopening(store, tmp_path) -> None:
     assert store.journal_mode() == "wal"
     row = store.add_feedback("s1", 0, "up", "  quick answer  ", "Where is my order?", "Shipped.")
     again = SupportStore(tmp_path / "support.db")  # a new process would see the same
-    assert again.feedback() == [{
-        "id": row, "session_id": "s1", "turn": 0, "rating": "up", "comment": "quick answer",
-        "question": "Where is my order?", "answer": "Shipped.", "intent": "",
-    }]  # fmt: skip
+    assert again.feedback() == [
+        {
+            "id": row,
+            "session_id": "s1",
+            "turn": 0,
+            "rating": "up",
+            "comment": "quick answer",
+            "question": "Where is my order?",
+            "answer": "Shipped.",
+            "intent": "",
+        }
+    ]
 
 
 def test_feedback_report_counts(store) -> None:
@@ -31,8 +39,14 @@ def test_feedback_report_counts(store) -> None:
     store.add_feedback("b", 0, "down", intent="payments")
     store.add_feedback("b", 1, None, "please add PayPal Pay Later")
     report = store.feedback_report()
-    assert report == {"rows": 4, "up": 1, "down": 2, "comments": 2,
-                      "satisfaction": 0.333, "down_by_intent": {"payments": 2}}  # fmt: skip
+    assert report == {
+        "rows": 4,
+        "up": 1,
+        "down": 2,
+        "comments": 2,
+        "satisfaction": 0.333,
+        "down_by_intent": {"payments": 2},
+    }
     assert [r["turn"] for r in store.feedback("b")] == [0, 1]
 
 
@@ -87,3 +101,24 @@ def test_concurrent_process_writes_are_all_stored(store) -> None:
         assert p.exitcode == 0
     assert store.feedback_report()["rows"] == 100
     assert len(store.tickets()) == 100
+
+
+def test_personal_data_is_redacted_before_it_is_stored(store) -> None:
+    store.add_feedback(
+        "s",
+        0,
+        "down",
+        "my card 4111-1111-1111-1111 was charged twice",
+        "mail me at jo@example.org",
+        "Call 555-013-4221 for help.",
+    )
+    (row,) = store.feedback()
+    assert row["comment"] == "my card [card number] was charged twice"
+    assert row["question"] == "mail me at [email]" and row["answer"] == "Call [phone] for help."
+    store.open_ticket(
+        "s",
+        "asked for a person",
+        [{"role": "user", "content": "card 4111 1111 1111 1111, phone +1 555 013 4221"}],
+    )
+    (ticket,) = store.tickets()
+    assert ticket.transcript == [{"role": "user", "content": "card [card number], phone [phone]"}]

@@ -22,8 +22,14 @@ from shared.support_nlu import Router, load_examples
 from shared.support_ui import launch
 
 CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 WAIT_MS = 90_000  # generous: CI machines are slow and shared
 
 
@@ -35,12 +41,13 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    """The web chat over a model-free bot (answers quote the help centre), on a free port."""
+    """The web chat over the default (extractive) bot, on a free port."""
     tmp = tmp_path_factory.mktemp("ui")
-    router = Router(load_examples(data_path("support", "router_examples.jsonl")), load_embedder())
-    bot = SupportBot(router, build_knowledge_base(persist=False),
-                     open_shop(build_shop_db(tmp / "shop.db")), SupportStore(tmp / "support.db"),
-                     BotConfig(use_model=False))  # fmt: skip
+    embedder = load_embedder()
+    router = Router(load_examples(data_path("support", "router_train.jsonl")), embedder)
+    kb = build_knowledge_base(embedder)
+    shop = open_shop(build_shop_db(tmp / "shop.db"))
+    bot = SupportBot(router, kb, shop, SupportStore(tmp / "support.db"), BotConfig())
     port = _free_port()
     demo = launch(bot, host="127.0.0.1", port=port, share=False, block=False)
     try:
@@ -79,27 +86,28 @@ def test_conversation_handoff_and_feedback_in_the_browser(served, browser) -> No
     page = browser.new_page()
     page.goto(url, timeout=WAIT_MS)
     expect(page.get_by_text("Maple & Mill help chat").first).to_be_visible(timeout=WAIT_MS)
+    expect(page.get_by_text("Demo sign-in").first).to_be_visible(timeout=WAIT_MS)
     banner = page.locator("#handoff-banner")
     expect(banner).to_be_hidden()
 
     # a multi-turn conversation: the follow-up "it" is the order from the first answer
     _say(page, "Where is my order?", "Your order 1047")  # signed in as Ava Thompson (#1)
     _say(page, "When will it arrive?", "two-person crew")
-    _say(page, "How long do refunds take?", "Sources: When you will get your refund")
+    _say(page, "How long do refunds take?", "Source: When you will get your refund")
     chat = page.locator("#chat")
     for seen in ["Where is my order?", "When will it arrive?", "How long do refunds take?"]:
         expect(chat).to_contain_text(seen)
 
-    # feedback: thumbs down with a comment on the last answer, then a thumbs up
+    # feedback, one mechanism: the chat's own thumbs; a comment typed first goes with the click
     page.locator("#comment textarea").fill("Please say when my bank shows it")
-    page.locator("#thumbs-down").click()
+    chat.get_by_role("button", name="Dislike", exact=True).last.click()
     status = page.locator("#feedback-status")
     expect(status).to_contain_text("saved as #1", timeout=WAIT_MS)
-    page.locator("#thumbs-up").click()
+    chat.get_by_role("button", name="Like", exact=True).first.click()
     expect(status).to_contain_text("saved as #2", timeout=WAIT_MS)
     rows = bot.store.feedback()
-    assert [(r["rating"], r["turn"]) for r in rows] == [("down", 2), ("up", 2)]
-    assert rows[0]["comment"] == "Please say when my bank shows it"
+    assert [(r["rating"], r["turn"]) for r in rows] == [("down", 2), ("up", 0)]
+    assert rows[0]["comment"] == "Please say when my bank shows it" and rows[1]["comment"] == ""
     assert rows[0]["question"] == "How long do refunds take?"
 
     # hand-off: the person sees the banner with the ticket, the ticket holds the conversation

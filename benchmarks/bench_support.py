@@ -1,0 +1,96 @@
+"""Latency (and accuracy) of the capstone assistant (lesson 08) per turn, on the blind sets.
+
+Plays every question (a fresh guest session each) and every conversation of a set through
+``shared.support_bot.build_bot`` twice: the default extractive path, and the path where the
+chat model (the configured provider; by default SmolLM2-135M on the local llama.cpp server)
+rephrases the extract under the fact check. Per path it prints turns, median, p90 and maximum
+seconds per turn (wall time of ``bot.respond``: guardrails, routing, retrieval, SQL and the
+model call), the model calls made, and the machine's load average, since on a shared machine
+the figures move with whatever else runs. Nothing here is asserted in tests.
+
+    python benchmarks/bench_support.py [--set dev|test] [--paths extractive model] [--markdown]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from shared.support_bot import BotConfig, build_bot, support_eval
+
+
+def measure(use_model: bool, name: str) -> tuple[list[float], int, dict[str, tuple[int, int]]]:
+    """Seconds per turn over the set's questions and conversations, model texts shown, scores."""
+    with tempfile.TemporaryDirectory() as tmp:
+        bot = build_bot(BotConfig(use_model=use_model), store_path=Path(tmp) / "bench.db")
+        bot.respond(bot.new_session(None), "warm-up: how long does delivery take?")
+        questions = support_eval.run_questions(
+            bot, support_eval.load_jsonl(f"{name}_questions.jsonl")
+        )
+        turns = support_eval.run_conversations(
+            bot, support_eval.load_jsonl(f"{name}_conversations.jsonl")
+        )
+    rows = questions + turns
+    scores = {**support_eval.score_questions(questions), **support_eval.score_conversations(turns)}
+    return [r["latency_s"] for r in rows], sum(r["used_model"] for r in rows), scores
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--set", default="dev", choices=["dev", "test"])
+    p.add_argument("--paths", nargs="+", default=["extractive", "model"])
+    p.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    a = p.parse_args()
+    rows = []
+    for path in a.paths:
+        load_before = os.getloadavg()[0]
+        t0 = time.perf_counter()
+        seconds, shown, scores = measure(path == "model", a.set)
+        for measure_name, (k, n) in scores.items():
+            print(f"{path:<10} {measure_name:<24} {support_eval.format_rate(k, n)}")
+        wall = time.perf_counter() - t0
+        rows.append(
+            (
+                path,
+                len(seconds),
+                statistics.median(seconds),
+                support_eval.percentile(seconds, 90),
+                max(seconds),
+                shown,
+                wall,
+                load_before,
+                os.getloadavg()[0],
+            )
+        )
+    head = ("path", "turns", "median s", "p90 s", "max s", "model text shown", "wall s", "load")
+    lines = [head] + [
+        (
+            r[0],
+            str(r[1]),
+            f"{r[2]:.2f}",
+            f"{r[3]:.2f}",
+            f"{r[4]:.2f}",
+            str(r[5]),
+            f"{r[6]:.0f}",
+            f"{r[7]:.1f}->{r[8]:.1f}",
+        )
+        for r in rows
+    ]
+    if a.markdown:
+        print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
+        for line in lines[1:]:
+            print("| " + " | ".join(line) + " |")
+    else:
+        widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
+        for line in lines:
+            print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)))
+    print(f"set: {a.set}; {os.cpu_count()} CPUs; load = 1-minute load average before->after")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
