@@ -2,16 +2,18 @@
 
 The task: read a message sent to the fictional shop *Maple & Mill*, answer with one of the eight
 :data:`INTENTS` and a short reply, in the fixed format ``intent: <label>\\nreply: <text>``.
+The notebook writes the PEFT calls, the training loop and the merge itself; this module keeps
+what the lesson, its tests and later lessons reuse:
 
 * data: :func:`build_examples` writes a few hundred messages from hand-written templates
   (deterministic, seeded); whole templates go to one split, so the test set holds phrasings the
   model never saw. :func:`find_leakage` checks it; :func:`load_splits` reads the committed jsonl
-  files with the ``datasets`` library.
-* training: :func:`encode_example` masks the prompt (labels -100) so the loss is on the answer
-  only; :func:`add_lora` wraps the model with PEFT; :func:`train_lora` runs a seeded loop with a
-  validation loss and keeps the best checkpoint.
-* use: :func:`generate_answers` (batched greedy decoding), :func:`parse_answer`, :func:`classify`;
-  :func:`prepare_merged_model` trains, merges and saves the model once (the capstone may use it).
+  files with ``datasets``; :func:`load_written_test` reads 112 messages written by hand.
+* training: :func:`encode_example` masks the prompt (labels -100); :func:`collate` pads;
+  :func:`to_device` moves a batch to where the model is; :data:`TARGET_MODULES` names the
+  layers LoRA adapts per architecture; :class:`TrainConfig` holds a run's settings.
+* use: :func:`label_logprobs` (a classification that does not depend on the output format),
+  :func:`generate_answers`, :func:`parse_answer`; the checks of the lesson's exercises.
 """
 
 from __future__ import annotations
@@ -19,11 +21,8 @@ from __future__ import annotations
 import json
 import random
 import re
-import shutil
-import time
-import warnings
-from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -33,17 +32,17 @@ from shared.paths import cache_dir, data_dir, data_path
 
 # fmt: off
 __all__ = [
-    "INTENTS", "SPLITS", "SYSTEM_PROMPT", "ZERO_SHOT_PROMPT", "Prediction", "TrainConfig",
-    "TrainResult", "add_lora", "adapter_dir", "build_examples", "classify", "collate",
-    "encode_example", "find_leakage", "format_answer", "generate_answers", "load_splits",
-    "merged_dir", "parse_answer", "prepare_merged_model", "reply_for", "save_merged",
-    "train_lora", "write_dataset",
+    "EXERCISE_ROUGE_PAIR", "INTENTS", "Prediction", "SPLITS", "SYSTEM_PROMPT", "TARGET_MODULES",
+    "TrainConfig", "ZERO_SHOT_PROMPT", "adapter_dir", "build_examples", "chat_prompt",
+    "check_lora_exercise", "check_mcnemar_exercise", "check_rouge_exercise", "collate",
+    "encode_example", "find_leakage", "format_answer", "generate_answers", "label_logprobs",
+    "load_splits", "load_written_test", "merged_dir",
+    "model_device", "parse_answer", "reply_for", "target_modules_for", "to_device", "write_dataset",
 ]
-# fmt: on
 
 #: the eight intent labels (the capstone routes on the same ones).
 INTENTS = ("order_status", "shipping", "returns_refunds", "account", "payments",
-           "product_question", "talk_to_human", "out_of_scope")  # fmt: skip
+           "product_question", "talk_to_human", "out_of_scope")
 SPLITS = ("train", "validation", "test")
 #: the short system message the fine-tuned model is trained (and later queried) with.
 SYSTEM_PROMPT = "You route Maple & Mill customer messages."
@@ -53,6 +52,38 @@ ZERO_SHOT_PROMPT = (
     "customer's message as exactly one of: " + ", ".join(INTENTS) + ". Answer in two lines:\n"
     "intent: <label>\nreply: <one short sentence to the customer>"
 )
+_LLAMA_LIKE = {
+    "qv": ("q_proj", "v_proj"),
+    "attention": ("q_proj", "k_proj", "v_proj", "o_proj"),
+    "all": ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+}
+#: LoRA target modules per ``config.model_type``: query+value, all attention, all linear layers.
+#: GLM-4 "-hf" checkpoints load natively (``glm``/``glm4``); the older ChatGLM3 needs
+#: ``trust_remote_code`` and fuses q, k and v into one ``query_key_value`` matrix.
+TARGET_MODULES: dict[str, dict[str, tuple[str, ...]]] = {
+    **dict.fromkeys(("llama", "qwen2", "qwen3", "mistral", "gemma2", "gemma3_text"), _LLAMA_LIKE),
+    **dict.fromkeys(("glm", "glm4"), {**_LLAMA_LIKE, "all": (*_LLAMA_LIKE["attention"],
+                                                          "gate_up_proj", "down_proj")}),
+    "phi3": {"qv": ("qkv_proj",), "attention": ("qkv_proj", "o_proj"),
+             "all": ("qkv_proj", "o_proj", "gate_up_proj", "down_proj")},
+    "chatglm": {"qv": ("query_key_value",), "attention": ("query_key_value", "dense"),
+                "all": ("query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h")},
+}
+# fmt: on
+
+
+def target_modules_for(model_type: str, scope: str = "attention") -> tuple[str, ...]:
+    """The module names LoRA adapts for an architecture: ``scope`` is qv, attention or all."""
+    if model_type not in TARGET_MODULES:
+        raise ValueError(
+            f"no LoRA target modules known for model_type {model_type!r}; pass "
+            "target_modules yourself (print the model to see its layer names) or "
+            "use target_modules='all-linear'"
+        )
+    scopes = TARGET_MODULES[model_type]
+    if scope not in scopes:
+        raise ValueError(f"scope must be one of {sorted(scopes)}, not {scope!r}")
+    return scopes[scope]
 
 
 @cache
@@ -104,10 +135,16 @@ def build_examples(seed: int = 7, per_template: Sequence[int] = (5, 2, 2)) -> di
                         continue  # never the same message twice, in any split
                     seen.add(text.lower())
                     reply = reply_for(intent, slots)
-                    out[split].append({"id": f"{split}-{len(out[split]):03d}", "text": text,
-                                       "intent": intent, "reply": reply,
-                                       "answer": format_answer(intent, reply),
-                                       "template": f"{intent}/{t:02d}"})  # fmt: skip
+                    out[split].append(
+                        {
+                            "id": f"{split}-{len(out[split]):03d}",
+                            "text": text,
+                            "intent": intent,
+                            "reply": reply,
+                            "answer": format_answer(intent, reply),
+                            "template": f"{intent}/{t:02d}",
+                        }
+                    )
                     made += 1
     return out
 
@@ -131,22 +168,27 @@ def load_splits(folder: Path | None = None) -> Any:
     files = {s: str(folder / f"{s}.jsonl") for s in SPLITS}
     missing = [f for f in files.values() if not Path(f).is_file()]
     if missing:
-        raise FriendlyError(f"The intent data set is missing ({', '.join(missing)}). Restore the "
-                            "files with `git checkout data/intents` or re-create them with "
-                            "`shared.finetune.write_dataset()`.")  # fmt: skip
+        raise FriendlyError(
+            f"The intent data set is missing ({', '.join(missing)}). Restore the "
+            "files with `git checkout data/intents` or re-create them with "
+            "`shared.finetune.write_dataset()`."
+        )
     return load_dataset("json", data_files=files, cache_dir=str(cache_dir("datasets")))
+
+
+def load_written_test() -> list[dict[str, str]]:
+    """112 messages written by hand, no templates (14 per intent, typos and indirect phrasing)."""
+    lines = data_path("intents", "test_written.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
 
 
 def _norm(text: str) -> str:
     return " ".join(re.sub(r"[^a-z0-9 ]+", " ", text.lower()).split())
 
 
-def find_leakage(splits: dict[str, Iterable[dict]]) -> dict[str, list[str]]:
+def find_leakage(splits: Mapping[str, Iterable[dict]]) -> dict[str, list[str]]:
     """Messages or templates shared between splits: ``{"train/test": [...], ...}``, empty if clean.
-
-    Texts are compared after lowercasing and removing punctuation, so "Where is my order?" and
-    "where is my order" count as the same message.
-    """
+    Texts are compared lowercased, without punctuation ("Where is it?" == "where is it")."""
     keys = {s: {(_norm(r["text"]), r.get("template")) for r in rows} for s, rows in splits.items()}
     found: dict[str, list[str]] = {}
     names = list(keys)
@@ -161,8 +203,10 @@ def find_leakage(splits: dict[str, Iterable[dict]]) -> dict[str, list[str]]:
 
 
 # ---------------------------------------------------------------------------- encoding
-def _prompt(tokenizer: Any, message: str, system: str = SYSTEM_PROMPT,
-            shots: Sequence[tuple[str, str]] = ()) -> str:  # fmt: skip
+def chat_prompt(
+    tokenizer: Any, message: str, system: str = SYSTEM_PROMPT, shots: Sequence[tuple[str, str]] = ()
+) -> str:
+    """The chat-template text up to the assistant's turn (system, optional shots, message)."""
     chat = [{"role": "system", "content": system}]
     for user, assistant in shots:
         chat += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
@@ -170,24 +214,23 @@ def _prompt(tokenizer: Any, message: str, system: str = SYSTEM_PROMPT,
     return tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
 
 
-def encode_example(tokenizer: Any, message: str, answer: str, system: str = SYSTEM_PROMPT,
-                   max_length: int = 96) -> dict[str, list[int]]:  # fmt: skip
+def encode_example(
+    tokenizer: Any, message: str, answer: str, system: str = SYSTEM_PROMPT, max_length: int = 96
+) -> dict[str, list[int]]:
     """Token ids of prompt + answer, with ``labels`` = -100 on every prompt token.
 
     The loss is then computed on the answer (and its end-of-turn token) only: the model is not
     trained to predict the system prompt or the customer's message.
     """
-    prompt_ids = tokenizer(_prompt(tokenizer, message, system), add_special_tokens=False)[
-        "input_ids"
-    ]
-    answer_ids = tokenizer(answer + tokenizer.eos_token + "\n", add_special_tokens=False)[
-        "input_ids"
-    ]
+    prompt = tokenizer(chat_prompt(tokenizer, message, system), add_special_tokens=False)
+    answer_ids = tokenizer(answer + tokenizer.eos_token + "\n", add_special_tokens=False)
+    prompt_ids, answer_ids = prompt["input_ids"], answer_ids["input_ids"]
     if len(prompt_ids) + len(answer_ids) > max_length:
-        raise ValueError(f"example is {len(prompt_ids) + len(answer_ids)} tokens, over "
-                         f"max_length={max_length}: {message[:40]!r}")  # fmt: skip
-    return {"input_ids": prompt_ids + answer_ids,
-            "labels": [-100] * len(prompt_ids) + answer_ids}  # fmt: skip
+        raise ValueError(
+            f"example is {len(prompt_ids) + len(answer_ids)} tokens, over "
+            f"max_length={max_length}: {message[:40]!r}"
+        )
+    return {"input_ids": prompt_ids + answer_ids, "labels": [-100] * len(prompt_ids) + answer_ids}
 
 
 def collate(batch: Sequence[dict[str, list[int]]], pad_id: int) -> dict[str, Any]:
@@ -200,9 +243,21 @@ def collate(batch: Sequence[dict[str, list[int]]], pad_id: int) -> dict[str, Any
     mask = torch.zeros((len(batch), width), dtype=torch.long)  # (B, T)
     for i, b in enumerate(batch):
         n = len(b["input_ids"])
-        ids[i, :n], labels[i, :n], mask[i, :n] = (torch.tensor(b["input_ids"]),
-                                                  torch.tensor(b["labels"]), 1)  # fmt: skip
+        ids[i, :n] = torch.tensor(b["input_ids"])
+        labels[i, :n] = torch.tensor(b["labels"])
+        mask[i, :n] = 1
     return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
+def model_device(model: Any) -> Any:
+    """The ``torch.device`` of the model's (first) parameters: where its inputs must go."""
+    return next(model.parameters()).device
+
+
+def to_device(batch: Mapping[str, Any], model: Any) -> dict[str, Any]:
+    """The batch's tensors moved to the model's device (a CPU batch never meets a GPU layer)."""
+    device = model_device(model)
+    return {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}
 
 
 # ---------------------------------------------------------------------------- training
@@ -216,143 +271,99 @@ class TrainConfig:
     target_modules: tuple[str, ...] = ("q_proj", "v_proj")
     lr: float = 2e-3
     batch_size: int = 8
-    max_steps: int = 50
+    max_steps: int = 40
     eval_every: int = 10
     patience: int = 2  # stop after this many evaluations without a better validation loss
     weight_decay: float = 0.0
     seed: int = 7
 
     @classmethod
-    def for_device(cls, device: str, **overrides: Any) -> TrainConfig:
-        """Short run on a CPU (fits the lesson's budget); longer, bigger on a GPU."""
-        base = {} if device == "cpu" else {"max_steps": 300, "batch_size": 16, "lr": 5e-4,
-                                           "eval_every": 25, "patience": 3,
-                                           "target_modules": ("q_proj", "k_proj", "v_proj",
-                                                              "o_proj")}  # fmt: skip
+    def for_device(cls, device: str, model_type: str = "llama", **overrides: Any) -> TrainConfig:
+        """A short run on q/v on a CPU (the lesson's budget); longer, all attention on a GPU."""
+        scope = "qv" if device == "cpu" else "attention"
+        base: dict[str, Any] = {"target_modules": target_modules_for(model_type, scope)}
+        if device != "cpu":
+            base |= {"max_steps": 300, "batch_size": 16, "lr": 5e-4, "eval_every": 25}
         return cls(**{**base, **overrides})
 
 
-@dataclass
-class TrainResult:
-    """Losses per step, validation losses per evaluation, the best step and the time taken."""
-
-    train_loss: list[float] = field(default_factory=list)
-    val_loss: list[tuple[int, float]] = field(default_factory=list)
-    best_step: int = 0
-    stopped_early: bool = False
-    seconds: float = 0.0
-
-
-def add_lora(model: Any, config: TrainConfig) -> Any:
-    """Wrap ``model`` in a PEFT LoRA model; the new B matrices start at zero (W + BA = W)."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-
-    lora = LoraConfig(r=config.r, lora_alpha=config.alpha, lora_dropout=config.dropout,
-                      target_modules=list(config.target_modules),
-                      task_type="CAUSAL_LM")  # fmt: skip
-    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
-        torch.manual_seed(config.seed)  # A's random init, seeded without global side effects
-        warnings.simplefilter("ignore", FutureWarning)  # peft 0.21 calls a renamed transformers API
-        return get_peft_model(model, lora)
-
-
-def _mean_loss(model: Any, batches: Sequence[dict[str, Any]]) -> float:
-    import torch
-
-    model.eval()
-    total, count = 0.0, 0
-    with torch.no_grad():
-        for batch in batches:
-            n = int((batch["labels"][:, 1:] != -100).sum())  # answer tokens that are predicted
-            total += model(**batch).loss.item() * n
-            count += n
-    return total / count
-
-
-def train_lora(model: Any, tokenizer: Any, train: Sequence[dict], validation: Sequence[dict],
-               config: TrainConfig, progress: bool = True) -> TrainResult:  # fmt: skip
-    """Train the LoRA weights of a PEFT ``model`` with AdamW; keep the best validation checkpoint.
-
-    ``train`` / ``validation`` hold rows with ``text`` and ``answer``. Batches are drawn in a
-    seeded random order (epoch after epoch); every ``eval_every`` steps the validation loss is
-    measured, and training stops after ``patience`` evaluations without improvement. The LoRA
-    weights of the best evaluation are restored at the end.
-    """
-    import torch
-    from tqdm.auto import tqdm
-
-    enc = [encode_example(tokenizer, r["text"], r["answer"]) for r in train]
-    val = [encode_example(tokenizer, r["text"], r["answer"]) for r in validation]
-    pad = tokenizer.pad_token_id
-    bs = config.batch_size
-    val_batches = [collate(val[i : i + bs], pad) for i in range(0, len(val), bs)]
-    device = next(model.parameters()).device
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
-    gen = torch.Generator().manual_seed(config.seed)
-    result, best, best_state, waited = TrainResult(), float("inf"), None, 0
-    order: list[int] = []
-    start = time.perf_counter()
-    with torch.random.fork_rng(devices=[]):  # LoRA dropout draws from a seeded, private stream
-        torch.manual_seed(config.seed)
-        bar = tqdm(range(1, config.max_steps + 1), desc="LoRA steps", disable=not progress)
-        for step in bar:
-            if len(order) < bs:
-                order += torch.randperm(len(enc), generator=gen).tolist()
-            batch = collate([enc[i] for i in order[:bs]], pad)
-            order = order[bs:]
-            model.train()
-            loss = model(**{k: v.to(device) for k, v in batch.items()}).loss
-            loss.backward()
-            opt.step()
-            opt.zero_grad()
-            result.train_loss.append(loss.item())
-            if step % config.eval_every == 0 or step == config.max_steps:
-                v = _mean_loss(
-                    model, [{k: t.to(device) for k, t in b.items()} for b in val_batches]
-                )
-                result.val_loss.append((step, v))
-                bar.set_postfix(train=f"{loss.item():.3f}", val=f"{v:.3f}")
-                if v < best:
-                    best, waited, result.best_step = v, 0, step
-                    best_state = {k: t.detach().clone() for k, t in model.state_dict().items()
-                                  if "lora_" in k}  # fmt: skip
-                else:
-                    waited += 1
-                    if waited >= config.patience:
-                        result.stopped_early = True
-                        break
-    if best_state is not None:
-        model.load_state_dict(best_state, strict=False)
-    model.eval()
-    result.seconds = time.perf_counter() - start
-    return result
-
-
 # ---------------------------------------------------------------------------- inference
+def _common_prefix(seqs: Sequence[Sequence[int]]) -> int:
+    n = min(len(x) for x in seqs)
+    return next((i for i in range(n) if len({x[i] for x in seqs}) > 1), n)
+
+
+# fmt: off
+def label_logprobs(model: Any, tokenizer: Any, messages: Sequence[str],
+                   labels: Sequence[str] = INTENTS, system: str = SYSTEM_PROMPT,
+                   template: str = "intent: {}\n") -> Any:
+    """log p(answer | prompt) of every label for every message: a tensor ``(N messages, L)``.
+
+    The answer is ``template`` filled with the label, tokenised as in :func:`encode_example`;
+    the log-probabilities of its tokens are summed. The argmax is a classification that does
+    not depend on the model following an output format. Shared token prefixes are computed
+    once and their key/value cache reused: the system prompt for all messages, each message
+    for its ``L`` answers.
+    """
+    import copy
+
+    import torch
+
+    texts = [chat_prompt(tokenizer, m, system) for m in messages]
+    prompts = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    answers = [tokenizer(template.format(x), add_special_tokens=False)["input_ids"] for x in labels]
+    n, q = len(answers), _common_prefix(answers) if len(answers) > 1 else 0  # q: "intent:"
+    rest = collate([{"input_ids": a[q:], "labels": a[q:]} for a in answers], tokenizer.pad_token_id)
+    rest, device = to_device(rest, model), model_device(model)  # (L, A)
+    p0 = min(_common_prefix(prompts), min(len(x) for x in prompts) - 1)  # the system prompt
+    rows, shared = [], None
+    with torch.no_grad():
+        if p0:
+            first = torch.tensor([prompts[0][:p0]], device=device)  # (1, p0)
+            shared = model(input_ids=first, logits_to_keep=1).past_key_values
+        for ids in prompts:
+            tail = torch.tensor([ids[p0:] + answers[0][:q]], device=device)  # (1, S + q)
+            out = model(input_ids=tail, past_key_values=copy.deepcopy(shared), logits_to_keep=q + 1)
+            head = torch.log_softmax(out.logits[0].float(), dim=-1)  # (q + 1, V)
+            fixed = sum(head[i, answers[0][i]] for i in range(q))  # the shared answer tokens
+            out.past_key_values.batch_repeat_interleave(n)
+            seen = torch.ones(n, len(ids) + q, dtype=torch.long, device=device)  # (L, P + q)
+            mask = torch.cat([seen, rest["attention_mask"]], dim=1)
+            cache = out.past_key_values
+            logits = model(
+                input_ids=rest["input_ids"], attention_mask=mask, past_key_values=cache
+            ).logits
+            logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # (L, A - 1, V)
+            logp = torch.cat([head[-1:].expand(n, -1)[:, None], logp], dim=1)  # (L, A, V)
+            targets = rest["labels"]  # (L, A), -100 on padding
+            picked = logp.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)  # (L, A)
+            rows.append(((picked * (targets != -100)).sum(-1) + fixed).cpu())  # (L,)
+    return torch.stack(rows)  # (N, L)
+
+
 def generate_answers(model: Any, tokenizer: Any, messages: Sequence[str],
                      system: str = SYSTEM_PROMPT, shots: Sequence[tuple[str, str]] = (),
-                     max_new_tokens: int = 32, batch_size: int = 16) -> list[str]:  # fmt: skip
+                     max_new_tokens: int = 32, batch_size: int = 16) -> list[str]:
     """Greedy answers for many messages, batched with left padding (deterministic)."""
     import torch
 
     old_side, tokenizer.padding_side = tokenizer.padding_side, "left"
-    device = next(model.parameters()).device
     out: list[str] = []
     try:
         for i in range(0, len(messages), batch_size):
-            prompts = [_prompt(tokenizer, m, system, shots) for m in messages[i : i + batch_size]]
-            batch = tokenizer(prompts, return_tensors="pt", padding=True,
-                              add_special_tokens=False).to(device)  # fmt: skip
+            chunk = messages[i : i + batch_size]
+            prompts = [chat_prompt(tokenizer, m, system, shots) for m in chunk]
+            batch = to_device(tokenizer(prompts, return_tensors="pt", padding=True,
+                                        add_special_tokens=False), model)
             with torch.no_grad():
                 ids = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
-                                     pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+                                     pad_token_id=tokenizer.pad_token_id)
             new = ids[:, batch["input_ids"].shape[1] :]  # (B, new tokens)
             out += [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
     finally:
         tokenizer.padding_side = old_side
     return out
+# fmt: on
 
 
 @dataclass(frozen=True)
@@ -378,15 +389,6 @@ def parse_answer(text: str) -> Prediction:
     return Prediction(label, reply.strip(), text)
 
 
-def classify(messages: Sequence[str], model: Any = None, tokenizer: Any = None) -> list[Prediction]:
-    """Intent and reply for each message from the fine-tuned model (prepared if missing)."""
-    if model is None or tokenizer is None:
-        from shared.models import load_chat_model
-
-        tokenizer, model = load_chat_model(str(prepare_merged_model()))
-    return [parse_answer(a) for a in generate_answers(model, tokenizer, list(messages))]
-
-
 # ---------------------------------------------------------------------------- save / merge
 def adapter_dir() -> Path:
     """Where the trained LoRA adapter is saved (in the course cache)."""
@@ -398,43 +400,51 @@ def merged_dir() -> Path:
     return cache_dir("finetune") / "intent-merged"
 
 
-def _replace_dir(tmp: Path, target: Path) -> Path:
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)  # a half-written folder is never taken for a finished one
-    return target
+# ---------------------------------------------------------------------------- exercise checks
+#: exercise 1's pair (reference, output); the checks below compute the answers themselves.
+EXERCISE_ROUGE_PAIR = ("三十天内可以免费退货", "退货免费,期限三十天")
+# fmt: off
+_SMOLLM2_SHAPES = {"q_proj": (576, 576), "k_proj": (576, 192), "v_proj": (576, 192),
+                   "o_proj": (576, 576), "gate_proj": (576, 1536), "up_proj": (576, 1536),
+                   "down_proj": (1536, 576)}  # (d_in, d_out) in each of the 30 blocks
 
 
-def save_merged(peft_model: Any, tokenizer: Any, meta: dict[str, Any]) -> Path:
-    """Merge LoRA into the base weights and save model + tokenizer to :func:`merged_dir`."""
-    tmp = merged_dir().with_name("intent-merged.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    merged = peft_model.merge_and_unload()
-    merged.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    (tmp / "course-finetune.json").write_text(json.dumps(meta, indent=2))
-    return _replace_dir(tmp, merged_dir())
+def check_rouge_exercise(f1: Any) -> Any:
+    """Exercise 1: ROUGE-1 F1 of :data:`EXERCISE_ROUGE_PAIR` with one token per character."""
+    from shared import checks, metrics
+
+    ref, out = EXERCISE_ROUGE_PAIR
+    expected = metrics.rouge_n(out, ref, 1, tokenize=metrics.chinese_tokenize).f1
+    return checks.check_close("ROUGE-1 F1 on Chinese characters", f1, expected, tol=1e-3,
+                              hint="count each character at most as often as it occurs in the "
+                                   "other text; the comma is not a token")
 
 
-def prepare_merged_model(force: bool = False, config: TrainConfig | None = None) -> Path:
-    """Train, save the adapter, merge and save the model once; later calls return the folder.
+def check_lora_exercise(config: Any, n_trainable: Any) -> Any:
+    """Exercise 2: a ``LoraConfig`` on every linear layer of SmolLM2's blocks, r=4, alpha=8."""
+    from shared import checks
 
-    About 2-4 minutes on a 2-core CPU the first time. Lesson 07 runs the same steps one by one.
-    """
-    done = merged_dir() / "course-finetune.json"
-    if done.is_file() and not force:
-        return merged_dir()
-    from shared.models import load_chat_model, pick_device
+    def ok() -> bool:
+        modules = config.target_modules
+        names = set(_SMOLLM2_SHAPES) if modules == "all-linear" else set(modules)
+        expected = 30 * sum(4 * (i + o) for i, o in _SMOLLM2_SHAPES.values())
+        return (names == set(_SMOLLM2_SHAPES) and config.r == 4 and config.lora_alpha == 8
+                and str(config.task_type).endswith("CAUSAL_LM") and n_trainable == expected)
 
-    tokenizer, model = load_chat_model()
-    config = config or TrainConfig.for_device(pick_device())
-    data = load_splits()
-    peft_model = add_lora(model, config)
-    result = train_lora(
-        peft_model, tokenizer, list(data["train"]), list(data["validation"]), config
-    )
-    tmp = adapter_dir().with_name("intent-lora-adapter.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    peft_model.save_pretrained(tmp)
-    _replace_dir(tmp, adapter_dir())
-    meta = {"config": asdict(config), "best_step": result.best_step, "seconds": result.seconds}
-    return save_merged(peft_model, tokenizer, meta)
+    return checks.check("LoraConfig on all 7 linear layers and its trainable parameters", ok,
+                        hint="7 module names (attention and MLP); each adapted matrix adds "
+                             "r x (d_in + d_out); print(model) shows the shapes")
+
+
+def check_mcnemar_exercise(mcnemar_p: Any) -> Any:
+    """Exercise 3: ``mcnemar_p(b, c)``, the exact two-sided McNemar p-value, on hidden counts."""
+    from scipy.stats import binomtest
+
+    from shared import checks
+
+    cases = [(3, 11), (0, 6), (7, 7), (12, 2), (1, 0), (20, 9)]
+    return checks.check("exact McNemar p-value", lambda: all(
+        abs(mcnemar_p(b, c) - binomtest(b, b + c, 0.5).pvalue) < 1e-9 for b, c in cases),
+        hint="under 'no difference' each of the b + c discordant items is a fair coin flip: "
+             "2 x P(X <= min(b, c)) for X ~ Binomial(b + c, 1/2), at most 1")
+# fmt: on

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "accuracy",
     "bleu",
     "bleu_tokenize",
+    "chinese_tokenize",
     "confusion_matrix",
     "lcs_length",
     "macro_f1",
@@ -147,8 +148,35 @@ class Overlap(NamedTuple):
 
 
 def rouge_tokenize(text: str) -> list[str]:
-    """ROUGE's tokenizer (as in ``rouge-score``): lowercase, non-alphanumerics become spaces."""
+    """ROUGE's tokenizer (as in ``rouge-score``): lowercase, non-alphanumerics become spaces.
+
+    It drops every Chinese character: use :func:`chinese_tokenize` for Chinese text.
+    """
     return re.sub(r"[^a-z0-9]+", " ", text.lower()).split()
+
+
+_HAN = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"  # CJK ideographs (and extension A)
+
+
+def chinese_tokenize(text: str, mode: str = "char") -> list[str]:
+    """Tokens for ROUGE on Chinese: each Han character (``mode="char"``) or jieba's words
+    (``mode="jieba"``); runs of Latin letters or digits are lowercased words; punctuation is
+    dropped. ``chinese_tokenize("退货30天!")`` is ``["退", "货", "30", "天"]``.
+    """
+    text = text.lower()
+    if mode == "char":
+        return re.findall(f"[{_HAN}]|[a-z0-9]+", text)
+    if mode == "jieba":
+        import logging
+
+        import jieba
+
+        from shared.paths import cache_dir
+
+        jieba.setLogLevel(logging.WARNING)  # no "Building prefix dict" lines on stderr
+        jieba.dt.tmp_dir = str(cache_dir("jieba"))  # its dictionary cache, not in /tmp
+        return [w for w in jieba.lcut(text) if re.fullmatch(f"[{_HAN}a-z0-9]+", w)]
+    raise ValueError(f"mode must be 'char' or 'jieba', not {mode!r}")
 
 
 def _overlap(matches: int, n_pred: int, n_ref: int) -> Overlap:
@@ -162,15 +190,22 @@ def _ngrams(tokens: Sequence[str], n: int) -> Counter[tuple[str, ...]]:
     return Counter(tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
 
 
-def rouge_n(prediction: str, reference: str, n: int = 1) -> Overlap:
+Tokenizer = Callable[[str], list[str]]
+
+
+def rouge_n(
+    prediction: str, reference: str, n: int = 1, tokenize: Tokenizer | None = None
+) -> Overlap:
     """ROUGE-N: overlap of n-grams, each counted at most as often as it occurs in the other text.
 
     The clipping (``min`` of the two counts) is what stops "cold cold cold cold" from scoring
-    a perfect precision against "It is cold outside".
+    a perfect precision against "It is cold outside". ``tokenize`` defaults to
+    :func:`rouge_tokenize`; pass :func:`chinese_tokenize` for Chinese.
     """
     if n < 1:
         raise ValueError("n must be >= 1")
-    pred, ref = _ngrams(rouge_tokenize(prediction), n), _ngrams(rouge_tokenize(reference), n)
+    tokenize = tokenize or rouge_tokenize
+    pred, ref = _ngrams(tokenize(prediction), n), _ngrams(tokenize(reference), n)
     matches = sum((pred & ref).values())  # Counter & Counter keeps the minimum count
     return _overlap(matches, sum(pred.values()), sum(ref.values()))
 
@@ -186,13 +221,16 @@ def lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
     return prev[-1]
 
 
-def rouge_l(prediction: str, reference: str) -> Overlap:
-    """ROUGE-L: the longest common subsequence of words, over prediction / reference length."""
-    pred, ref = rouge_tokenize(prediction), rouge_tokenize(reference)
+def rouge_l(prediction: str, reference: str, tokenize: Tokenizer | None = None) -> Overlap:
+    """ROUGE-L: the longest common subsequence of tokens, over prediction / reference length."""
+    tokenize = tokenize or rouge_tokenize
+    pred, ref = tokenize(prediction), tokenize(reference)
     return _overlap(lcs_length(pred, ref), len(pred), len(ref))
 
 
-def rouge(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
+def rouge(
+    predictions: Sequence[str], references: Sequence[str], tokenize: Tokenizer | None = None
+) -> dict[str, float]:
     """Mean ROUGE-1/2/L F1 over pairs: ``{"rouge1": .., "rouge2": .., "rougeL": ..}``."""
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
@@ -200,9 +238,9 @@ def rouge(predictions: Sequence[str], references: Sequence[str]) -> dict[str, fl
         raise ValueError("ROUGE of an empty set is undefined")
     pairs = list(zip(predictions, references, strict=True))
     return {
-        "rouge1": sum(rouge_n(p, r, 1).f1 for p, r in pairs) / len(pairs),
-        "rouge2": sum(rouge_n(p, r, 2).f1 for p, r in pairs) / len(pairs),
-        "rougeL": sum(rouge_l(p, r).f1 for p, r in pairs) / len(pairs),
+        "rouge1": sum(rouge_n(p, r, 1, tokenize).f1 for p, r in pairs) / len(pairs),
+        "rouge2": sum(rouge_n(p, r, 2, tokenize).f1 for p, r in pairs) / len(pairs),
+        "rougeL": sum(rouge_l(p, r, tokenize).f1 for p, r in pairs) / len(pairs),
     }
 
 
@@ -225,8 +263,14 @@ def bleu_tokenize(text: str) -> list[str]:
     return text.split()
 
 
-def bleu(predictions: Sequence[str], references: Sequence[str], max_n: int = 4) -> float:
+def bleu(
+    predictions: Sequence[str], references: Sequence[str], max_n: int = 4, tokenize: str = "13a"
+) -> float:
     """Corpus BLEU (0-100) with one reference per prediction, as ``sacrebleu.corpus_bleu``.
+
+    ``tokenize="13a"`` (the default, :func:`bleu_tokenize`) suits English; for Chinese use
+    ``"zh"``, sacrebleu's Chinese tokenizer (every Han character is a token), as
+    ``sacrebleu.corpus_bleu(..., tokenize="zh")``.
 
     Clipped n-gram precisions for n = 1..4 are pooled over the corpus, combined by a geometric
     mean and multiplied by the brevity penalty exp(1 - ref_len / pred_len) when the predictions
@@ -236,10 +280,19 @@ def bleu(predictions: Sequence[str], references: Sequence[str], max_n: int = 4) 
         raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
     if not references:
         raise ValueError("BLEU of an empty set is undefined")
+    if tokenize == "13a":
+        split: Tokenizer = bleu_tokenize
+    elif tokenize == "zh":
+        from sacrebleu.tokenizers.tokenizer_zh import TokenizerZh
+
+        zh = TokenizerZh()
+        split = lambda text: zh(text.rstrip()).split()  # noqa: E731
+    else:
+        raise ValueError(f"tokenize must be '13a' or 'zh', not {tokenize!r}")
     correct, total = [0] * max_n, [0] * max_n
     pred_len = ref_len = 0
     for prediction, reference in zip(predictions, references, strict=True):
-        pred, ref = bleu_tokenize(prediction), bleu_tokenize(reference)
+        pred, ref = split(prediction), split(reference)
         pred_len, ref_len = pred_len + len(pred), ref_len + len(ref)
         for n in range(1, max_n + 1):
             p_grams, r_grams = _ngrams(pred, n), _ngrams(ref, n)

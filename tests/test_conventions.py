@@ -83,7 +83,16 @@ LESSON_CALLS: dict[str, tuple[str, ...]] = {
         ".query(",
     ),
     "06_langchain": (),
-    "07_lora_finetuning": (),
+    "07_lora_finetuning": (
+        "LoraConfig(",
+        "get_peft_model(",
+        "print_trainable_parameters(",
+        "loss.backward(",
+        "Trainer(",
+        "TrainingArguments(",
+        "merge_and_unload(",
+        "BitsAndBytesConfig(",
+    ),
     "08_customer_service": (
         "Chroma(",
         "BM25Retriever",
