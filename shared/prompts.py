@@ -1,55 +1,57 @@
 """Lesson 03: prompt engineering, measured instead of judged by eye.
 
-* building prompts from their parts (system message, instruction, delimited content, examples,
-  cue) and filling templates with a clear error for a missing field;
-* one call to the active provider (:func:`complete`) that returns the text *and* the numbers:
-  finish reason, token usage, seconds;
-* JSON output: :func:`extract_json` digs a JSON object out of a chatty or slightly broken reply,
-  :func:`ask_json` asks again with the error when it cannot;
-* skeleton-of-thought (:func:`parse_list`) and chain-of-density (:func:`keyword_density`) helpers;
-* an evaluation runner: a labelled set in ``data/prompts/``, :func:`evaluate` scores one prompt
-  variant, :func:`results_table` compares variants by a number.
+The notebook writes the API calls (``client.chat.completions.create`` with ``logprobs``,
+``top_logprobs``, ``logit_bias``, ``response_format``) and the statistics once; this module keeps
+what the lesson, its exercises and its tests reuse:
 
-Everything talks to the model through ``shared.llm.client()`` / ``model_name()``, so it runs on
-the local server and, unchanged, on OpenAI or Azure.
+* prompt parts: :func:`build_messages`, :func:`delimit`, :func:`render`;
+* reading a reply: :func:`extract_json` (JSON in a chatty or slightly broken reply),
+  :func:`parse_list` (skeleton-of-thought outlines), :func:`keyword_density` (chain-of-density);
+* label scoring: :func:`label_probs` (label probabilities from ``top_logprobs``),
+  :func:`calibrate` (contextual calibration, Zhao et al. 2021);
+* honest numbers: :func:`wilson` (95 % interval of a rate), :func:`mcnemar` (exact paired test),
+  :func:`paired_bootstrap` (interval of a paired difference);
+* the lesson's data (:func:`load_jsonl`, :func:`load_eval_set`) and the exercise checks.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import random
 import re
 import string
-import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any
 
 from shared.config import FriendlyError
 
 __all__ = [
-    "Completion",
     "EvalItem",
     "JSONExtractionError",
-    "JSONResult",
     "Message",
-    "VariantResult",
-    "ask_json",
     "build_messages",
-    "complete",
+    "calibrate",
+    "check_paired_bootstrap",
+    "check_prior_calibration",
+    "check_yes_probability",
     "delimit",
-    "evaluate",
     "extract_json",
     "keyword_density",
+    "label_probs",
     "load_eval_set",
-    "parse_label",
+    "load_jsonl",
+    "mcnemar",
+    "paired_bootstrap",
     "parse_list",
     "render",
-    "results_table",
+    "wilson",
 ]
 
 Message = dict[str, str]
-Ask = Callable[[list[Message]], str]
 
 
 # ---------------------------------------------------------------------------- building prompts
@@ -102,63 +104,6 @@ def build_messages(
         raise ValueError("a prompt needs at least an instruction, content or cue")
     messages.append({"role": "user", "content": "\n\n".join(parts)})
     return messages
-
-
-# ---------------------------------------------------------------------------- calling the model
-@dataclass(frozen=True)
-class Completion:
-    """A model reply with the numbers that matter: why it stopped, tokens used, time taken."""
-
-    text: str
-    finish_reason: str  # "stop" (done or stop sequence hit) or "length" (max_tokens reached)
-    prompt_tokens: int
-    completion_tokens: int
-    seconds: float
-
-
-def complete(
-    messages: list[Message],
-    *,
-    temperature: float = 0.0,
-    max_tokens: int = 64,
-    top_p: float | None = None,
-    stop: Sequence[str] | None = None,
-    seed: int | None = None,
-    client: Any = None,
-    model: str | None = None,
-) -> Completion:
-    """One chat completion from the active provider (``shared.llm``), greedy by default."""
-    import openai
-
-    from shared import llm
-
-    c = client or llm.client()
-    extra = {k: v for k, v in (("top_p", top_p), ("stop", list(stop) if stop else None),
-                               ("seed", seed)) if v is not None}  # fmt: skip
-    start = time.perf_counter()
-    try:
-        r = c.chat.completions.create(
-            model=model or llm.model_name(),
-            messages=messages,
-            temperature=temperature,
-            max_tokens=max_tokens,
-            **extra,
-        )
-    except openai.APIError as exc:
-        raise llm.explain(exc) from None
-    seconds = time.perf_counter() - start
-    choice, usage = r.choices[0], r.usage
-    return Completion(
-        text=(choice.message.content or "").strip(),
-        finish_reason=choice.finish_reason or "",
-        prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
-        completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
-        seconds=seconds,
-    )
-
-
-def _default_ask(max_tokens: int) -> Ask:
-    return lambda messages: complete(messages, max_tokens=max_tokens).text
 
 
 # ---------------------------------------------------------------------------- JSON output
@@ -224,59 +169,13 @@ def extract_json(text: str) -> Any:
     raise JSONExtractionError(f"the reply is not valid JSON ({last_error}): {text[:80]!r}")
 
 
-@dataclass(frozen=True)
-class JSONResult:
-    """What :func:`ask_json` got: the parsed data, how many calls it took, every raw reply."""
-
-    data: dict[str, Any]
-    attempts: int
-    replies: tuple[str, ...]
-
-
-def ask_json(
-    messages: list[Message],
-    required: Sequence[str] = (),
-    *,
-    retries: int = 2,
-    ask: Ask | None = None,
-    max_tokens: int = 80,
-) -> JSONResult:
-    """Ask for a JSON object; on a broken or incomplete reply, show the model its error and retry.
-
-    ``ask`` maps messages to reply text (default: :func:`complete` on the active provider).
-    Raises :class:`JSONExtractionError` after ``1 + retries`` failed attempts.
-    """
-    ask = ask or _default_ask(max_tokens)
-    history, replies, problem = list(messages), [], ""
-    for _ in range(1 + retries):
-        reply = ask(history)
-        replies.append(reply)
-        try:
-            data = extract_json(reply)
-            if not isinstance(data, dict):
-                raise JSONExtractionError("the reply is a JSON list, not an object")
-            missing = [k for k in required if k not in data]
-            if missing:
-                raise JSONExtractionError(f"the JSON object lacks the keys {missing}")
-            return JSONResult(data, len(replies), tuple(replies))
-        except JSONExtractionError as exc:
-            problem = str(exc)
-            keys = f" with the keys {list(required)}" if required else ""
-            history += [{"role": "assistant", "content": reply},
-                        {"role": "user", "content": f"That was not usable: {exc}. Reply with "
-                         f"only one JSON object{keys}, nothing else."}]  # fmt: skip
-    raise JSONExtractionError(
-        f"no valid JSON after {len(replies)} attempt(s) ({problem}). "
-        "Give the model an example of the exact JSON you want, raise max_tokens, or use a "
-        "provider with a JSON mode."
-    )
-
-
 # ---------------------------------------------------------------------------- SoT and CoD
 def parse_list(text: str, limit: int | None = None) -> list[str]:
     """Items of a numbered or bulleted list in ``text`` ("1. a", "2) b", "- c", "* d")."""
-    items = [m.group(1).strip() for m in
-             re.finditer(r"^\s*(?:\d+[.)]|[-*•])\s+(.+?)\s*$", text, flags=re.M)]  # fmt: skip
+    items = [
+        m.group(1).strip()
+        for m in re.finditer(r"^\s*(?:\d+[.)]|[-*•])\s+(.+?)\s*$", text, flags=re.M)
+    ]
     return items[:limit] if limit else items
 
 
@@ -287,91 +186,218 @@ def keyword_density(summary: str, keywords: Iterable[str]) -> tuple[int, float]:
     return found, (100.0 * found / words if words else 0.0)
 
 
-# ---------------------------------------------------------------------------- evaluation
+# ---------------------------------------------------------------------------- data
 @dataclass(frozen=True)
 class EvalItem:
-    """One labelled example of the evaluation set."""
+    """One labelled example of an evaluation set."""
 
     text: str
     label: str
 
 
-def load_eval_set(path: str | Path | None = None) -> list[EvalItem]:
-    """The labelled set (JSON lines with ``text`` and ``label``); default: the course's set."""
+def _data_file(name: str | Path) -> Path:
     from shared.paths import data_path
 
-    file = Path(path) if path else data_path("prompts", "eval_set.jsonl")
-    items = []
+    path = Path(name)
+    return path if path.is_absolute() or path.exists() else data_path("prompts", str(name))
+
+
+def load_jsonl(name: str | Path) -> list[dict[str, Any]]:
+    """Rows of a JSON-lines file: a name in ``data/prompts/`` or a path; errors name the line."""
+    file = _data_file(name)
+    rows = []
     for n, line in enumerate(file.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            items.append(EvalItem(str(row["text"]), str(row["label"])))
-        except (json.JSONDecodeError, KeyError) as exc:
-            raise ValueError(
-                f"{file}, line {n}: expected {{'text': ..., 'label': ...}} ({exc})"
-            ) from None
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{file.name}, line {n}: not JSON ({exc.msg})") from None
+    return rows
+
+
+def load_eval_set(name: str | Path = "reviews_test.jsonl") -> list[EvalItem]:
+    """A labelled set (JSON lines with ``text`` and ``label``); default: the frozen test set."""
+    items = []
+    for n, row in enumerate(load_jsonl(name), 1):
+        if "text" not in row or "label" not in row:
+            raise ValueError(f"{Path(name).name}, line {n}: expected {{'text': ..., 'label': ...}}")
+        items.append(EvalItem(str(row["text"]), str(row["label"])))
     return items
 
 
-def parse_label(reply: str, labels: Sequence[str]) -> str | None:
-    """The label the reply names first (whole word, any case), or None if it names none."""
-    hits = [(m.start(), lab) for lab in labels
-            for m in [re.search(rf"\b{re.escape(lab)}\b", reply, flags=re.I)] if m]  # fmt: skip
-    return min(hits)[1] if hits else None
+# ---------------------------------------------------------------------------- label scoring
+def label_probs(
+    top_logprobs: Mapping[str, float], labels: Mapping[str, Sequence[str]]
+) -> dict[str, float]:
+    """Probability of each label among the labels, from one position's ``top_logprobs``.
+
+    ``labels`` maps a label to the tokens that spell its start (``{"positive": ["Positive",
+    "positive"], ...}``); a label's mass is the sum over its tokens. A token missing from the
+    list gets the smallest listed log-probability (an upper bound: it ranked below all of them).
+    """
+    if not top_logprobs:
+        raise ValueError("no top_logprobs: ask with logprobs=True and top_logprobs > 0")
+    floor = min(top_logprobs.values())
+    mass = {
+        lab: sum(math.exp(top_logprobs.get(t, floor)) for t in toks) for lab, toks in labels.items()
+    }
+    total = sum(mass.values())
+    return {lab: m / total for lab, m in mass.items()}
 
 
-@dataclass(frozen=True)
-class VariantResult:
-    """The score of one prompt variant on the evaluation set, with every reply kept."""
+def calibrate(p: float, prior: float) -> float:
+    """Contextual calibration of a two-label probability: divide out the prompt's own bias.
 
-    name: str
-    accuracy: float
-    unparsed: int  # replies that named no label at all
-    predictions: tuple[str | None, ...]
-    replies: tuple[str, ...]
-    seconds: float
-
-
-def evaluate(
-    name: str,
-    make_messages: Callable[[str], list[Message]],
-    items: Sequence[EvalItem],
-    labels: Sequence[str],
-    *,
-    ask: Ask | None = None,
-    max_tokens: int = 5,
-    progress: bool = False,
-) -> VariantResult:
-    """Run one prompt variant over ``items`` and score it: accuracy of :func:`parse_label`."""
-    if not items:
-        raise ValueError("the evaluation set is empty")
-    ask = ask or _default_ask(max_tokens)
-    loop: Iterable[EvalItem] = items
-    if progress:
-        from tqdm.auto import tqdm
-
-        loop = tqdm(items, desc=name, leave=False)
-    start = time.perf_counter()
-    replies = [ask(make_messages(item.text)) for item in loop]
-    preds = tuple(parse_label(r, labels) for r in replies)
-    correct = sum(p == item.label for p, item in zip(preds, items, strict=True))
-    return VariantResult(name, correct / len(items), preds.count(None), preds, tuple(replies),
-                         time.perf_counter() - start)  # fmt: skip
+    ``prior`` is P(first label) for a content-free input ("N/A"); the calibrated probability is
+    ``(p / prior) / (p / prior + (1 - p) / (1 - prior))``, so a reply as biased as the prior
+    becomes 0.5.
+    """
+    if not (0 < prior < 1 and 0 <= p <= 1):
+        raise ValueError("p must be in [0, 1] and the prior in (0, 1)")
+    a, b = p / prior, (1 - p) / (1 - prior)
+    return a / (a + b)
 
 
-def results_table(results: Sequence[VariantResult], labels: Sequence[str] | None = None) -> Any:
-    """A pandas table, one row per variant: accuracy, how often each label was predicted,
-    unparsed replies, items and seconds. The label counts show a model's bias at a glance."""
-    import pandas as pd
+# ---------------------------------------------------------------------------- statistics
+Z95 = NormalDist().inv_cdf(0.975)  # the two-sided 95 % quantile of the normal distribution
 
-    if labels is None:
-        labels = sorted({p for r in results for p in r.predictions if p is not None})
-    rows = []
-    for r in results:
-        row: dict[str, Any] = {"variant": r.name, "accuracy": round(r.accuracy, 3)}
-        row |= {lab: r.predictions.count(lab) for lab in labels}
-        row |= {"unparsed": r.unparsed, "n": len(r.predictions), "seconds": round(r.seconds, 1)}
-        rows.append(row)
-    return pd.DataFrame(rows).set_index("variant")
+
+def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval of the rate ``k / n`` (95 % for the default ``z``, 1.95996...)."""
+    if n <= 0 or not 0 <= k <= n:
+        raise ValueError(f"need 0 <= k <= n and n > 0, got k={k}, n={n}")
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def mcnemar(a_correct: Sequence[bool], b_correct: Sequence[bool]) -> tuple[int, int, float]:
+    """McNemar's exact test on paired outcomes: (a right & b wrong, a wrong & b right, p-value).
+
+    Only the discordant items count; under "no difference" each is a fair coin, so the two-sided
+    p-value is a binomial tail: ``min(1, 2 * P(X <= min(b, c)))``, ``X ~ Binomial(b + c, 1/2)``.
+    """
+    if len(a_correct) != len(b_correct):
+        raise ValueError(f"{len(a_correct)} outcomes paired with {len(b_correct)}")
+    b = sum(bool(x) and not y for x, y in zip(a_correct, b_correct, strict=True))
+    c = sum(bool(y) and not x for x, y in zip(a_correct, b_correct, strict=True))
+    n = b + c
+    tail = sum(math.comb(n, i) for i in range(min(b, c) + 1)) / 2**n if n else 1.0
+    return b, c, min(1.0, 2 * tail)
+
+
+def paired_bootstrap(
+    a_correct: Sequence[bool], b_correct: Sequence[bool], n_boot: int = 5000, seed: int = 0
+) -> tuple[float, float]:
+    """95 % percentile interval of accuracy(b) - accuracy(a), resampling *items* (pairs kept)."""
+    if len(a_correct) != len(b_correct) or not a_correct:
+        raise ValueError("need two non-empty outcome lists of the same length")
+    rng, n = random.Random(seed), len(a_correct)
+    diffs = [int(b) - int(a) for a, b in zip(a_correct, b_correct, strict=True)]
+    stats = sorted(sum(diffs[rng.randrange(n)] for _ in range(n)) / n for _ in range(n_boot))
+    return stats[int(0.025 * n_boot)], stats[int(0.975 * n_boot) - 1]
+
+
+# ---------------------------------------------------------------------------- exercise checks
+YES_NO = {"yes": ("yes", "Yes"), "no": ("no", "No")}
+
+
+class _FakeChoice:
+    def __init__(self, tops: Mapping[str, float]) -> None:
+        from types import SimpleNamespace as NS
+
+        first = max(tops, key=tops.__getitem__)
+        top = [NS(token=t, logprob=lp) for t, lp in tops.items()]
+        self.message = NS(role="assistant", content=first)
+        self.finish_reason = "length"
+        self.logprobs = NS(content=[NS(token=first, logprob=tops[first], top_logprobs=top)])
+
+
+class FakeClient:
+    """Records the ``chat.completions.create`` calls and answers with fixed ``top_logprobs``."""
+
+    def __init__(self, tops: Mapping[str, float]) -> None:
+        from types import SimpleNamespace as NS
+
+        self.calls: list[dict[str, Any]] = []
+        self.tops = dict(tops)
+        self.chat = NS(completions=NS(create=self._create))
+
+    def _create(self, **kwargs: Any) -> Any:
+        from types import SimpleNamespace as NS
+
+        self.calls.append(kwargs)
+        return NS(choices=[_FakeChoice(self.tops)], model=kwargs.get("model"))
+
+
+def _verdict(problems: list[str]) -> bool:
+    if problems:
+        raise AssertionError("; ".join(sorted(set(problems))))
+    return True
+
+
+def check_yes_probability(fn: Callable[..., float], token_ids: Mapping[str, int]) -> bool:
+    """Exercise 1: ``fn(text, client)`` makes the constrained logprobs call and normalises.
+
+    True when right; otherwise an ``AssertionError`` says what is wrong (never the answer).
+    """
+    problems: list[str] = []
+    for tops in (
+        {"Yes": -0.4, "The": -1.5, "No": -2.0, "no": -3.1, "yes": -4.0},
+        {"I": -0.7, "no": -1.2, "No": -1.6, "Yes": -2.5},
+    ):
+        client = FakeClient(tops)
+        got = fn("Can I get my money back for the broken kettle?", client)
+        if len(client.calls) != 1:
+            return _verdict([f"make one call with the client you are given ({len(client.calls)})"])
+        call = client.calls[0]
+        if call.get("logprobs") is not True or not call.get("top_logprobs"):
+            problems.append("ask for logprobs=True and top_logprobs")
+        if call.get("max_tokens") != 1:
+            problems.append("one token is enough: max_tokens=1")
+        bias = {int(k) for k, v in (call.get("logit_bias") or {}).items() if v > 0}
+        if bias != set(token_ids.values()):
+            problems.append("logit_bias should raise exactly the four yes/no tokens")
+        user = " ".join(m["content"] for m in call.get("messages", []) if m["role"] == "user")
+        if "money back" not in user:
+            problems.append("the message to classify is not in the prompt")
+        want = label_probs(tops, YES_NO)["yes"]
+        if not isinstance(got, float) or not math.isclose(got, want, abs_tol=1e-9):
+            problems.append("the returned P(yes) is not the yes share of the yes/no mass")
+    return _verdict(problems)
+
+
+def check_paired_bootstrap(fn: Callable[..., tuple[float, float]]) -> bool:
+    """Exercise 2: ``fn(a_correct, b_correct)`` returns a paired 95 % bootstrap interval."""
+    a = [True] * 60 + [False] * 40
+    b = a[:]
+    for i in (60, 61, 62, 63, 64, 65, 66, 0):  # 7 items fixed, 1 broken: +0.06
+        b[i] = not b[i]
+    lo, hi = fn(a, b)
+    ref_lo, ref_hi = paired_bootstrap(a, b, n_boot=4000, seed=1)
+    problems = []
+    if not lo <= 0.06 <= hi:
+        problems.append("the interval must contain the observed difference (b - a)")
+    if abs(lo - ref_lo) > 0.02 or abs(hi - ref_hi) > 0.02:
+        problems.append("not a paired bootstrap interval (resample items, keep the pairs)")
+    return _verdict(problems)
+
+
+def check_prior_calibration(
+    dev_probs: Sequence[float] | None,
+    test_probs: Sequence[float],
+    predictions: Sequence[str] | None,
+) -> bool:
+    """Exercise 3: test predictions calibrated with the mean dev P(positive) as the prior."""
+    if dev_probs is None or len(dev_probs) != 24:
+        got = 0 if dev_probs is None else len(dev_probs)
+        return _verdict([f"score all 24 dev reviews (got {got})"])
+    if predictions is None:
+        return _verdict(["predict a label for every test review"])
+    prior = sum(float(p) for p in dev_probs) / len(dev_probs)
+    want = ["positive" if calibrate(p, prior) > 0.5 else "negative" for p in test_probs]
+    if len(predictions) != len(test_probs):
+        return _verdict(["one prediction per test review"])
+    wrong = sum(p != w for p, w in zip(predictions, want, strict=True))
+    return _verdict([f"{wrong} predictions differ from dev-prior calibration"] if wrong else [])
