@@ -1,11 +1,12 @@
-"""Lesson 06 (LangChain): the shop database, a SQL guard, chain builders, callbacks, an agent.
+"""Lesson 06 (LangChain): the shop database, least-privilege SQL, callbacks, an agent's tool.
 
 :func:`build_shop_db` builds the shop's SQLite database from ``data/shop/*.csv`` into the course
-cache (deterministic, rebuilt only when the CSVs change); :func:`connect_shop_db` opens it
-read-only; :func:`guard_sql` admits one read-only SELECT. :func:`parse_model_json` validates a
-model's JSON with Pydantic; :class:`UsageRecorder` records tokens and latency per call; the
-chain builders and the agent (a constrained one-line tool format the 135M model can follow)
-are the lesson's four examples.
+cache (rebuilt only when the CSVs change); :func:`connect_shop_db` opens it read-only and
+:func:`connect_customer_db` with least privilege for model-written SQL (one customer's rows
+through views, an allow-list authorizer, a time limit); :func:`guard_sql` admits one SELECT.
+:func:`parse_model_json` validates a model's JSON; :func:`run_agent` is the guarded router, the
+small-model fallback for an agent (the lesson writes the callback and the real agent itself).
+The lesson's data (extraction sentences, SQL questions) and exercise checks are here too.
 """
 
 from __future__ import annotations
@@ -17,27 +18,29 @@ import os
 import re
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
-from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.output_parsers import StrOutputParser
-from langchain_core.outputs import LLMResult
 from langchain_core.prompts import ChatPromptTemplate
-from langchain_core.runnables import Runnable, RunnableLambda, RunnableParallel, RunnablePassthrough
+from langchain_core.runnables import Runnable
 from pydantic import BaseModel, Field, ValidationError
 
+from shared.checks import CheckResult, check
 from shared.config import FriendlyError
 from shared.paths import cache_dir, data_path
 
 # fmt: off
 __all__ = [
-    "RAG_PROMPT", "ROUTER_EXAMPLES", "SHOP_SCHEMA", "SQL_EXAMPLES", "SQL_TABLES",
-    "ModelOutputError", "Person", "UnsafeSQLError", "UsageRecorder", "build_shop_db",
-    "connect_shop_db", "extract_sql", "format_docs", "guard_sql", "lookup_order",
-    "parse_model_json", "parse_tool_call", "rag_chain", "router_prompt", "run_agent", "run_select",
-    "sql_chain", "sql_prompt",
+    "CUSTOMER_VIEWS", "PUBLIC_COLUMNS", "ROUTER_EXAMPLES", "SHOP_SCHEMA",
+    "SQL_EXAMPLES", "SQL_TABLES", "ModelOutputError", "Person", "UnsafeSQLError",
+    "build_shop_db", "check_blocked_exercise", "check_callback_exercise", "check_lcel_exercise",
+    "connect_customer_db", "connect_shop_db", "extract_sql", "format_docs", "guard_sql",
+    "load_jsonl", "lookup_order", "parse_model_json", "parse_tool_call",
+    "router_prompt", "run_agent", "run_select", "same_result",
+    "sql_prompt",
 ]
 # fmt: on
 
@@ -96,7 +99,7 @@ def build_shop_db(path: Path | str | None = None, force: bool = False) -> Path:
     con = sqlite3.connect(tmp)
     try:
         con.executescript(
-            SHOP_SCHEMA + "CREATE TABLE build_info (key TEXT PRIMARY KEY, value TEXT);"
+            f"{SHOP_SCHEMA}CREATE TABLE build_info (key TEXT PRIMARY KEY, value TEXT);"
         )
         for table in _TABLES:
             with open(data_path("shop", f"{table}.csv"), newline="", encoding="utf-8") as f:
@@ -133,6 +136,75 @@ def connect_shop_db(path: Path | str | None = None) -> sqlite3.Connection:
     con = sqlite3.connect(f"file:{target}?mode=ro", uri=True, check_same_thread=False)
     con.set_authorizer(_authorizer)
     return con
+
+
+#: what a signed-in customer's SQL may read: views over their own rows (``{cid}``) ...
+CUSTOMER_VIEWS = {
+    "my_orders": "SELECT order_id, order_date, status, shipping_method, shipping_fee FROM orders "
+                 "WHERE customer_id = {cid}",
+    "my_order_items": "SELECT order_id, product_id, quantity, unit_price FROM order_items "
+                      "WHERE order_id IN (SELECT order_id FROM orders WHERE customer_id = {cid})",
+}  # fmt: skip
+#: ... and these columns of the public catalogue ('' is a table read with no column: COUNT(*)).
+PUBLIC_COLUMNS = {"products": {"", "product_id", "sku", "name", "category", "price", "stock",
+                               "warranty_months", "description"}}  # fmt: skip
+
+
+class _TimedConnection(sqlite3.Connection):
+    """A connection whose every ``execute`` starts a clock; the progress handler checks it."""
+
+    time_limit_s = 2.0
+    deadline = float("inf")
+
+    def execute(self, *args: Any, **kwargs: Any) -> sqlite3.Cursor:  # type: ignore[override]
+        self.deadline = time.monotonic() + self.time_limit_s
+        return super().execute(*args, **kwargs)
+
+
+def connect_customer_db(
+    customer_id: int, path: Path | str | None = None, time_limit_s: float = 2.0
+) -> sqlite3.Connection:
+    """Least privilege for model-written SQL: a read-only file; the customer's rows only through
+    temporary views (:data:`CUSTOMER_VIEWS`); an authorizer allowing those and
+    :data:`PUBLIC_COLUMNS`, nothing else; statements stopped after ``time_limit_s``."""
+    target = Path(path) if path is not None else build_shop_db()
+    con = sqlite3.connect(f"file:{target}?mode=ro", uri=True, check_same_thread=False,
+                          factory=_TimedConnection)  # fmt: skip
+    for view, sql in CUSTOMER_VIEWS.items():
+        con.execute(f"CREATE TEMP VIEW {view} AS " + sql.format(cid=int(customer_id)))
+
+    def authorize(action: int, table: str | None, column: str | None, db: str | None,
+                  view: str | None) -> int:  # fmt: skip
+        if action in (sqlite3.SQLITE_SELECT, sqlite3.SQLITE_FUNCTION):
+            return sqlite3.SQLITE_OK
+        if action == sqlite3.SQLITE_READ and (
+            view in CUSTOMER_VIEWS  # a base-table column read on behalf of the customer's view
+            or (db == "temp" and table in CUSTOMER_VIEWS)
+            or db is None  # a subquery or CTE whose own reads were checked
+            or column in PUBLIC_COLUMNS.get(table or "", ())
+        ):
+            return sqlite3.SQLITE_OK
+        return sqlite3.SQLITE_DENY
+
+    con.set_authorizer(authorize)
+    con.time_limit_s = time_limit_s  # type: ignore[attr-defined]
+    con.set_progress_handler(lambda: int(time.monotonic() > con.deadline), 10_000)  # type: ignore[attr-defined]
+    return con
+
+
+def same_result(rows: list[tuple], gold: list[tuple]) -> bool:
+    """Execution match: the same rows in any order, numbers compared to 2 decimals."""
+
+    def norm(rs: list[tuple]) -> list[str]:
+        return sorted(repr([round(v, 2) if isinstance(v, float) else v for v in r]) for r in rs)
+
+    return norm(rows) == norm(gold)
+
+
+def load_jsonl(*parts: str) -> list[dict]:
+    """A JSON-lines file under ``data/``: ``("shop", "sql_questions.jsonl")`` (questions with gold
+    SQL over :data:`CUSTOMER_VIEWS`) or ``("extraction", "people.jsonl")`` (sentences + gold)."""
+    return [json.loads(line) for line in data_path(*parts).read_text().splitlines() if line]
 
 
 # ---------------------------------------------------------------------------- SQL guard
@@ -234,154 +306,35 @@ def parse_model_json(text: str, schema: type[M]) -> M:
     raise ModelOutputError(f"No complete JSON object in the model's reply: {text[:120]!r}")
 
 
-# ---------------------------------------------------------------------------- callbacks
-_USAGE_COLUMNS = ("call", "model", "prompt_tokens", "completion_tokens", "total_tokens",
-                  "latency_s", "error")  # fmt: skip
-
-
-class UsageRecorder(BaseCallbackHandler):
-    """A callback that records, per model call: model, prompt/completion tokens and latency.
-
-    Attach it with ``chain.invoke(x, config={"callbacks": [recorder]})``; read
-    :attr:`calls`, :meth:`table` or :meth:`totals`. Tokens come from the provider's usage
-    report (``usage_metadata``); a provider that reports none is recorded as 0 tokens.
-    """
-
-    def __init__(self) -> None:
-        self.calls: list[dict[str, Any]] = []
-        self._start: dict[UUID, float] = {}
-
-    def on_chat_model_start(
-        self, serialized: dict, messages: list, *, run_id: UUID, **kw: Any
-    ) -> None:
-        self._start[run_id] = time.perf_counter()
-
-    def on_llm_start(
-        self, serialized: dict, prompts: list[str], *, run_id: UUID, **kw: Any
-    ) -> None:
-        self._start[run_id] = time.perf_counter()
-
-    def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kw: Any) -> None:
-        prompt = completion = 0
-        for gens in response.generations:
-            for gen in gens:
-                usage = getattr(getattr(gen, "message", None), "usage_metadata", None) or {}
-                prompt += usage.get("input_tokens", 0)
-                completion += usage.get("output_tokens", 0)
-        if not prompt and not completion:  # older providers put it in llm_output
-            usage = (response.llm_output or {}).get("token_usage") or {}
-            prompt, completion = usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
-        self._record(run_id, (response.llm_output or {}).get("model_name", ""), prompt, completion)
-
-    def on_llm_error(self, error: BaseException, *, run_id: UUID, **kw: Any) -> None:
-        self._record(run_id, "", 0, 0, error=type(error).__name__)
-
-    def _record(self, run_id: UUID, model: str, prompt: int, completion: int,
-                error: str = "") -> None:  # fmt: skip
-        started = self._start.pop(run_id, None)
-        latency = time.perf_counter() - started if started is not None else float("nan")
-        total = prompt + completion
-        values = (len(self.calls) + 1, model, prompt, completion, total, latency, error)
-        self.calls.append(dict(zip(_USAGE_COLUMNS, values, strict=True)))
-
-    def totals(self) -> dict[str, float]:
-        """Calls, tokens and seconds summed over every recorded call."""
-        return {
-            "calls": len(self.calls),
-            **{k: sum(c[k] for c in self.calls) for k in _USAGE_COLUMNS[2:6]},
-        }
-
-    def table(self) -> Any:
-        """The calls as a pandas DataFrame (one row per model call)."""
-        import pandas as pd
-
-        return pd.DataFrame(self.calls, columns=list(_USAGE_COLUMNS))
-
-
 # ---------------------------------------------------------------------------- chain builders
 def format_docs(docs: list[Any]) -> str:
     """Retrieved LangChain documents as prompt text, each tagged with its page id."""
     return "\n\n".join(f"[{d.metadata.get('doc_id', '?')}] {d.page_content}" for d in docs)
 
 
-RAG_PROMPT = ChatPromptTemplate.from_messages([
-    ("system", "You are the customer-service assistant of the shop Maple & Mill. Answer in one "
-               "or two sentences using only the context. If the context does not answer the "
-               "question, say you don't know."),
-    ("human", "Context:\n{context}\n\nQuestion: {question}"),
-])  # fmt: skip
-
-
-def rag_chain(retriever: Any, llm: Any, prompt: ChatPromptTemplate = RAG_PROMPT) -> Runnable:
-    """question -> ``{"answer", "sources", "question"}``; sources are the retrieved page ids.
-
-    The citation comes from the retriever, not from the model, so it is always a real page.
-    """
-    retrieve = RunnableParallel({"docs": retriever, "question": RunnablePassthrough()})
-    answer = (
-        RunnableLambda(lambda x: {"context": format_docs(x["docs"]), "question": x["question"]})
-        | prompt | llm | StrOutputParser()
-    )  # fmt: skip
-    cite = RunnableLambda(lambda x: {
-        "question": x["question"], "answer": x["answer"].strip(),
-        "sources": list(dict.fromkeys(d.metadata.get("doc_id", "?") for d in x["docs"])),
-    })  # fmt: skip
-    return retrieve.assign(answer=answer) | cite
-
-
-#: a compact schema for prompts (small models do better with short prompts than with DDL).
+#: a compact schema for prompts: what :func:`connect_customer_db` lets the model read.
 SQL_TABLES = (
-    "orders(order_id, customer_id, order_date, status, shipping_method, shipping_fee)\n"
-    "customers(customer_id, name, email, city, country, plus_member)\n"
-    "products(product_id, name, category, price, stock, warranty_months)\n"
-    "order_items(order_id, product_id, quantity, unit_price)"
+    "my_orders(order_id, order_date, status, shipping_method, shipping_fee)  -- my orders only\n"
+    "my_order_items(order_id, product_id, quantity, unit_price)\n"
+    "products(product_id, name, category, price, stock, warranty_months)"
 )
 SQL_EXAMPLES: tuple[tuple[str, str], ...] = (
-    ("How many orders have the status 'cancelled'?",
-     "SELECT COUNT(*) FROM orders WHERE status = 'cancelled';"),
-    ("What is the order date of order 1017?",
-     "SELECT order_date FROM orders WHERE order_id = 1017;"),
-    ("Which products cost more than 100 dollars?", "SELECT name FROM products WHERE price > 100;"),
-    ("How many customers live in Berlin?", "SELECT COUNT(*) FROM customers WHERE city = 'Berlin';"),
+    ("Which of my orders used express shipping?",
+     "SELECT order_id FROM my_orders WHERE shipping_method = 'express';"),
+    ("Which products cost less than 20 dollars?", "SELECT name FROM products WHERE price < 20;"),
+    ("How many units of product 7 did I buy in total?",
+     "SELECT SUM(quantity) FROM my_order_items WHERE product_id = 7;"),
+    ("What is the total stock of all products?", "SELECT SUM(stock) FROM products;"),
 )  # fmt: skip
 
 
 def sql_prompt(examples: tuple[tuple[str, str], ...] = SQL_EXAMPLES) -> ChatPromptTemplate:
     """Few-shot text-to-SQL prompt: the schema, worked examples as chat turns, the question."""
-    messages: list[tuple[str, str]] = [
-        ("system", "Translate the question into one SQLite query.\nTables:\n" + SQL_TABLES)
-    ]
+    system = "Translate the customer's question into one SQLite query.\nTables:\n" + SQL_TABLES
+    messages: list[tuple[str, str]] = [("system", system)]
     for question, sql in examples:
         messages += [("human", question.replace("{", "{{").replace("}", "}}")), ("ai", sql)]
     return ChatPromptTemplate.from_messages([*messages, ("human", "{question}")])
-
-
-def sql_chain(llm: Any, con: sqlite3.Connection | None = None, max_rows: int = 20) -> Runnable:
-    """question -> ``{"question", "sql", "columns", "rows", "error"}``: generate, guard, run.
-
-    The generated SQL is always returned so it can be shown; a query that is unsafe or fails
-    in SQLite comes back with ``error`` set instead of raising.
-    """
-    generate = sql_prompt() | llm | StrOutputParser()
-
-    def execute(x: dict) -> dict:
-        out = {
-            "question": x["question"],
-            "sql": x["raw"].strip(),
-            "columns": [],
-            "rows": [],
-            "error": "",
-        }
-        try:
-            out["sql"] = guard_sql(extract_sql(x["raw"]))
-            out["columns"], out["rows"] = run_select(out["sql"], con, max_rows=max_rows)
-        except (UnsafeSQLError, sqlite3.Error) as exc:
-            out["error"] = f"{type(exc).__name__}: {exc}"
-        return out
-
-    return RunnableParallel({"question": RunnablePassthrough(), "raw": generate}) | RunnableLambda(
-        execute
-    )
 
 
 # ---------------------------------------------------------------------------- agent
@@ -421,11 +374,8 @@ def router_prompt() -> ChatPromptTemplate:
 
 
 def parse_tool_call(reply: str, message: str) -> int | None:
-    """The order id of a valid ``lookup_order(N)`` call in ``reply``, or None.
-
-    Guarded: the call must follow the format, and N must appear in the customer's own message;
-    a number the model made up (e.g. copied from an example) is rejected.
-    """
+    """The order id of a valid ``lookup_order(N)`` call in ``reply``, or None. Guarded: N must
+    appear in the customer's own message (a number copied from an example is rejected)."""
     match = _CALL.search(reply)
     if not match:
         return None
@@ -433,13 +383,12 @@ def parse_tool_call(reply: str, message: str) -> int | None:
     return order_id if str(order_id) in re.findall(r"\d+", message) else None
 
 
-def run_agent(message: str, llm: Any, con: sqlite3.Connection | None = None) -> dict[str, Any]:
-    """One agent turn: route (model), call the tool if the guarded call is valid, answer.
-
-    Returns the trace: ``{"message", "model_reply", "tool_call", "observation", "answer"}``.
-    Without a valid tool call the answer is ``None``: the caller decides (RAG, hand-off...).
-    """
-    reply = (router_prompt() | llm | StrOutputParser()).invoke({"message": message})
+def run_agent(message: str, llm: Any, con: sqlite3.Connection | None = None,
+              config: dict | None = None) -> dict[str, Any]:  # fmt: skip
+    """The guarded router (the small-model fallback for an agent): route, call the tool if the
+    call is valid; trace ``{"message", "model_reply", "tool_call", "observation", "answer"}``,
+    answer None without a valid call (the caller decides: RAG, hand-off...)."""
+    reply = (router_prompt() | llm | StrOutputParser()).invoke({"message": message}, config)
     order_id = parse_tool_call(reply, message)
     trace: dict[str, Any] = {"message": message, "model_reply": reply.strip(), "tool_call": None,
                              "observation": None, "answer": None}  # fmt: skip
@@ -447,3 +396,53 @@ def run_agent(message: str, llm: Any, con: sqlite3.Connection | None = None) -> 
         trace["tool_call"] = f"lookup_order({order_id})"
         trace["observation"] = trace["answer"] = lookup_order(order_id, con)
     return trace
+
+
+# ---------------------------------------------------------------------------- exercises (lesson 06)
+def check_lcel_exercise(build: Callable[[Any], Runnable], hint: str = "") -> CheckResult:
+    """Exercise 2: ``build(model)`` maps ``{"item"}`` to ``{"item", "answer"}`` (reply stripped)."""
+    from langchain_core.language_models import FakeListChatModel
+
+    seen: list[str] = []
+
+    class Capture(BaseCallbackHandler):
+        def on_chat_model_start(self, serialized: dict, messages: list, **kw: Any) -> None:
+            seen.extend(m.content for m in messages[0])
+
+    def passed() -> bool:
+        chain = build(FakeListChatModel(responses=["  Yes, within 30 days. "]))
+        out = chain.invoke({"item": "a kettle"}, config={"callbacks": [Capture()]})
+        want = {"item": "a kettle", "answer": "Yes, within 30 days."}
+        return out == want and "Can I return a kettle?" in seen
+
+    return check("prompt | model | parser, with the input passed through", passed, hint)
+
+
+def check_blocked_exercise(emails_blocked: Callable[[Any], bool], hint: str = "") -> CheckResult:
+    """Exercise 3: True on a least-privilege connection, False on a plain read-only one."""
+
+    def passed() -> bool:
+        scoped, plain = connect_customer_db(17), connect_shop_db()
+        return emails_blocked(scoped) is True and emails_blocked(plain) is False
+
+    return check("emails_blocked tells the two connections apart", passed, hint)
+
+
+def check_callback_exercise(handler_cls: type, hint: str = "") -> CheckResult:
+    """Exercise 4: a callback that sums total tokens per ``metadata["chain"]``."""
+    from langchain_core.language_models import GenericFakeChatModel
+    from langchain_core.messages import AIMessage
+
+    def passed() -> bool:
+        replies = [AIMessage(t, usage_metadata={"input_tokens": i, "output_tokens": o,
+                                                "total_tokens": i + o})
+                   for t, i, o in (("a", 10, 2), ("b", 20, 5), ("c", 1, 1))]  # fmt: skip
+        chain = ChatPromptTemplate.from_messages([("human", "{q}")]) | GenericFakeChatModel(
+            messages=iter(replies)
+        )
+        handler = handler_cls()
+        for name in ("greet", "sql", "greet"):
+            chain.invoke({"q": "hi"}, config={"callbacks": [handler], "metadata": {"chain": name}})
+        return dict(handler.tokens) == {"greet": 14, "sql": 25}
+
+    return check("tokens counted per chain", passed, hint)

@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import sqlite3
-import uuid
 
 import pytest
-from langchain_core.documents import Document
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
-from langchain_core.messages import AIMessage
-from langchain_core.outputs import ChatGeneration, LLMResult
 from langchain_core.runnables import RunnableLambda
 
 from shared import chains
@@ -111,76 +107,114 @@ def test_parse_model_json_validates() -> None:
         chains.parse_model_json('{"name": "Xiaohong", "age": 6', chains.Person)
 
 
-def _result(inp: int, out: int) -> LLMResult:
-    msg = AIMessage(
-        "ok", usage_metadata={"input_tokens": inp, "output_tokens": out, "total_tokens": inp + out}
-    )
-    return LLMResult(generations=[[ChatGeneration(message=msg)]], llm_output={"model_name": "m"})
-
-
-def test_usage_recorder_accounting() -> None:
-    rec = chains.UsageRecorder()
-    for inp, out in ((10, 3), (20, 5)):
-        run = uuid.uuid4()
-        rec.on_chat_model_start({}, [[]], run_id=run)
-        rec.on_llm_end(_result(inp, out), run_id=run)
-    run = uuid.uuid4()
-    rec.on_llm_start({}, ["p"], run_id=run)  # a provider that reports usage the old way
-    rec.on_llm_end(LLMResult(generations=[[]], llm_output={"token_usage": {"prompt_tokens": 7,
-                                                                          "completion_tokens": 2}}),
-                   run_id=run)  # fmt: skip
-    run = uuid.uuid4()
-    rec.on_chat_model_start({}, [[]], run_id=run)
-    rec.on_llm_error(TimeoutError("slow"), run_id=run)
-    totals = rec.totals()
-    assert totals["calls"] == 4
-    assert (totals["prompt_tokens"], totals["completion_tokens"], totals["total_tokens"]) == (
-        37,
-        10,
-        47,
-    )
-    table = rec.table()
-    assert list(table["total_tokens"]) == [13, 25, 9, 0]
-    assert list(table["error"]) == ["", "", "", "TimeoutError"]
-    assert (table["latency_s"] >= 0).all()
-
-
-def test_rag_chain_cites_retrieved_pages() -> None:
-    docs = [Document("Returns within 30 days.", metadata={"doc_id": "returns-policy"}),
-            Document("Fee $5.95.", metadata={"doc_id": "returns-costs"}),
-            Document("More on returns.", metadata={"doc_id": "returns-policy"})]  # fmt: skip
-    seen = {}
-
-    def retriever(question: str) -> list[Document]:
-        seen["q"] = question
-        return docs
-
-    model = FakeListChatModel(responses=[" You have 30 days. "])
-    out = chains.rag_chain(RunnableLambda(retriever), model).invoke("How long to return?")
-    assert out == {"question": "How long to return?", "answer": "You have 30 days.",
-                   "sources": ["returns-policy", "returns-costs"]}  # fmt: skip
-    assert seen["q"] == "How long to return?"
-    assert chains.format_docs(docs[:1]) == "[returns-policy] Returns within 30 days."
-
-
-def test_sql_chain_guards_generated_sql(con) -> None:
-    replies = [
-        "SELECT status FROM orders WHERE order_id = 1042;",
-        "DELETE FROM orders;",
-        "SELECT nope FROM orders",
+def test_customer_connection_is_least_privilege(db) -> None:
+    con = chains.connect_customer_db(17, db)
+    assert con.execute("SELECT COUNT(*) FROM my_orders").fetchone() == (5,)
+    assert con.execute("SELECT status FROM my_orders WHERE order_id = 1042").fetchall() == []
+    assert con.execute(  # order 1042 is another customer's
+        "SELECT COUNT(*) FROM my_order_items WHERE order_id = 1045"
+    ).fetchone() == (2,)
+    assert chains.run_select("SELECT name FROM products WHERE price > 400", con)[1] == [
+        ("Folding Dining Table",)
     ]
-    model = FakeListChatModel(responses=replies)
-    chain = chains.sql_chain(model, con)
-    ok = chain.invoke("What is the status of order 1042?")
-    assert ok["sql"] == "SELECT status FROM orders WHERE order_id = 1042" and ok["rows"] == [
-        ("delivered",)
-    ]
-    bad = chain.invoke("Delete everything")
-    assert bad["rows"] == [] and "UnsafeSQLError" in bad["error"]
-    wrong = chain.invoke("?")
-    assert "no such column" in wrong["error"]
+    for sql, culprit in [("SELECT name, email FROM customers", "customers.name"),
+                         ("SELECT * FROM orders", "orders.order_id"),
+                         ("SELECT customer_id FROM orders", "orders.customer_id"),
+                         ("SELECT bulky FROM products", "products.bulky")]:  # fmt: skip
+        with pytest.raises(sqlite3.DatabaseError, match=f"access to {culprit} is prohibited"):
+            con.execute(sql)
+    with pytest.raises(sqlite3.DatabaseError, match="not authorized"):  # no recursion
+        con.execute(
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) "
+            "SELECT x FROM c LIMIT 5"
+        )
+    slow = chains.connect_customer_db(17, db, time_limit_s=0.2)
+    with pytest.raises(sqlite3.OperationalError, match="interrupted"):
+        slow.execute("SELECT COUNT(*) FROM products a, products b, products c, products d, "
+                     "products e, products f").fetchall()  # fmt: skip
+    assert slow.execute("SELECT COUNT(*) FROM products").fetchone() == (30,)  # clock restarts
+
+
+def test_sql_questions_gold_answers_run(db) -> None:
+    con = chains.connect_customer_db(17, db)
+    questions = chains.load_jsonl("shop", "sql_questions.jsonl")
+    assert len(questions) >= 15 and len({q["id"] for q in questions}) == len(questions)
+    for q in questions:
+        rows = chains.run_select(q["sql"], con)[1]
+        assert rows and rows != [(None,)], q["id"]  # every gold query answers something
+    example_questions = {question for question, _ in chains.SQL_EXAMPLES}
+    assert not example_questions & {q["question"] for q in questions}  # held out
+    assert chains.same_result([(1.004, "a"), (2, "b")], [(2, "b"), (1.0, "a")])
+    assert not chains.same_result([(1,)], [(1,), (1,)])
+    assert not chains.same_result([("delivered",)], [("shipped",)])
     prompt = chains.sql_prompt().format_messages(question="Q?")
     assert len(prompt) == 2 + 2 * len(chains.SQL_EXAMPLES) and prompt[-1].content == "Q?"
+
+
+def test_people_data() -> None:
+    people = chains.load_jsonl("extraction", "people.jsonl")
+    assert len(people) >= 12
+    for row in people:
+        chains.Person(name=row["name"], age=row["age"], height_cm=row["height_cm"])
+        assert row["name"] in row["sentence"]
+
+
+def test_exercise_checks_fail_on_wrong_answers(db) -> None:
+    from langchain_core.callbacks import BaseCallbackHandler
+    from langchain_core.output_parsers import StrOutputParser
+    from langchain_core.prompts import ChatPromptTemplate
+    from langchain_core.runnables import RunnablePassthrough
+
+    prompt = ChatPromptTemplate.from_messages(
+        [("system", "You are a returns specialist."), ("human", "Can I return {item}?")]
+    )
+    good = lambda m: RunnablePassthrough.assign(  # noqa: E731
+        answer=prompt | m | StrOutputParser() | RunnableLambda(str.strip)
+    )
+    unstripped = lambda m: RunnablePassthrough.assign(answer=prompt | m | StrOutputParser())  # noqa: E731
+    no_item = lambda m: prompt | m | StrOutputParser()  # noqa: E731
+    assert chains.check_lcel_exercise(good)
+    assert not chains.check_lcel_exercise(unstripped)
+    assert not chains.check_lcel_exercise(no_item)
+
+    def tries(con) -> bool:
+        try:
+            con.execute("SELECT email FROM customers").fetchall()
+        except sqlite3.DatabaseError:
+            return True
+        return False
+
+    assert chains.check_blocked_exercise(tries)
+    assert not chains.check_blocked_exercise(lambda con: True)  # claims without trying
+    assert not chains.check_blocked_exercise(lambda con: None)
+
+    class PerChain(BaseCallbackHandler):
+        def __init__(self) -> None:
+            self.tokens: dict[str, int] = {}
+            self.chain: dict = {}
+
+        def on_chat_model_start(self, serialized, messages, *, run_id, metadata=None, **kw):
+            self.chain[run_id] = (metadata or {}).get("chain", "?")
+
+        def on_llm_end(self, response, *, run_id, **kw):
+            usage = response.generations[0][0].message.usage_metadata
+            name = self.chain.pop(run_id)
+            self.tokens[name] = self.tokens.get(name, 0) + usage["total_tokens"]
+
+    class LastOnly(PerChain):  # overwrites instead of adding up
+        def on_llm_end(self, response, *, run_id, **kw):
+            usage = response.generations[0][0].message.usage_metadata
+            self.tokens[self.chain.pop(run_id)] = usage["total_tokens"]
+
+    class OutputOnly(PerChain):
+        def on_llm_end(self, response, *, run_id, **kw):
+            usage = response.generations[0][0].message.usage_metadata
+            name = self.chain.pop(run_id)
+            self.tokens[name] = self.tokens.get(name, 0) + usage["output_tokens"]
+
+    assert chains.check_callback_exercise(PerChain)
+    assert not chains.check_callback_exercise(LastOnly)
+    assert not chains.check_callback_exercise(OutputOnly)
 
 
 def test_agent_tool_and_guarded_parsing(con) -> None:
@@ -198,15 +232,18 @@ def test_agent_tool_and_guarded_parsing(con) -> None:
 
 
 @pytest.mark.slow
-def test_recorder_on_the_real_local_server(local_server) -> None:
+def test_structured_output_on_the_real_local_server(local_server) -> None:
+    """The local llama.cpp server enforces the tool's JSON schema by grammar: always valid JSON."""
     from conftest import TEST_PORT, settings_from
 
     from shared import llm
 
     model = llm.chat_model(
-        settings_from({"LOCAL_SERVER_PORT": str(TEST_PORT)}), max_tokens=8, temperature=0
+        settings_from({"LOCAL_SERVER_PORT": str(TEST_PORT)}), max_tokens=48, temperature=0
     )
-    rec = chains.UsageRecorder()
-    model.invoke("Say hello.", config={"callbacks": [rec]})
-    row = rec.calls[0]
-    assert row["prompt_tokens"] > 0 and 0 < row["completion_tokens"] <= 8 and row["error"] == ""
+    extract = model.with_structured_output(
+        chains.Person, method="function_calling", include_raw=True
+    )
+    out = extract.invoke("Maria is 34 years old and 168 cm tall.")
+    args = out["raw"].tool_calls[0]["args"]  # parsed JSON: the grammar allows nothing else
+    assert isinstance(args.get("name"), str) and set(args) <= {"name", "age", "height_cm"}
