@@ -159,11 +159,13 @@ class SupportBot:
         self.router, self.kb, self.shop, self.store = router, kb, shop, store
         self.config = config or BotConfig()
         self.products = ProductSearch(shop, kb.embed, query_vector=kb.query_vector)
+        self._order_numbers = frozenset(
+            r["order_id"] for r in shop.query("SELECT order_id FROM orders")
+        )
         self._client, self._model = llm_client, model
         self._sessions: dict[str, _Session] = {}
         self._lock = threading.Lock()
 
-    # ------------------------------------------------------------------ sessions
     def new_session(self, customer_id: int | None = None) -> str:
         """Start a chat for a signed-in customer (or a guest); returns the session id."""
         if customer_id is not None and self.shop.customer(customer_id) is None:
@@ -186,7 +188,6 @@ class SupportBot:
         """The session's messages so far (personal data redacted), as role/content dicts."""
         return [dict(m) for m in self._session(session_id).history]
 
-    # ------------------------------------------------------------------ answering
     def respond(self, session_id: str, message: Any) -> Reply:
         """Answer one message and return the final :class:`Reply`."""
         reply = None
@@ -214,7 +215,7 @@ class SupportBot:
         customer = self.shop.customer(s.customer_id) if s.customer_id is not None else None
         guard = check_input(message, cfg.max_chars, customer["email"] if customer else None)
         text = normalize(message).strip() if isinstance(message, str) else ""
-        ids = order_ids(text)
+        ids = order_ids(text, self._order_numbers)
         if guard is None and ids and s.customer_id is None:
             guard = Guard(
                 "sign_in",
@@ -248,7 +249,7 @@ class SupportBot:
         mood = assess_mood(text)
         route = self.router.route_many([text], self.kb.query_vector(text)[None, :])[0]
         base = Reply("", "answer", route.intent, route.confidence, mood.sentiment, mood.urgent)
-        if wants_human(text) or route.intent == "talk_to_human":
+        if wants_human(text) or (route.intent == "talk_to_human" and route.confidence >= 0.7):
             return self._handoff(s, sid, base, "you asked to talk to a person")
         if mood.upset:
             reason = "I can tell this has been frustrating, and a person can do more than I can"
@@ -348,7 +349,6 @@ class SupportBot:
         text_out = f"{answer}\n\nSource: " + "; ".join(titles)
         return replace(base, text=text_out, sources=titles, grounded=grounded, used_model=used)
 
-    # ------------------------------------------------------------------ the model
     def accept(self, draft: str, source: str) -> bool:
         """Whether a rephrasing may be shown (see :func:`accept_rephrasing`)."""
         return accept_rephrasing(draft, source, self.config.min_grounded)

@@ -100,6 +100,8 @@ _OTHER_CUSTOMER = re.compile(
     r"|\b(list|show|give me|export)\b.{0,20}\b(all|every)\s+(customers?|users?|emails?)"
     r"|\b(belongs?|belonging) to (my|a|his|her|their) \w+|\bmy (friend|wife|husband|partner|"
     r"mum|mom|dad|brother|sister|neighbou?r|colleague|boss)'?s (order|account|parcel|address)"
+    r"|\b(e-?mail|address|phone|name|details)\b.{0,40}\b(of|for) (whoever|the (person|customer|"
+    r"buyer|people) who|someone who|somebody who|anyone who)\b|\bwho else (bought|ordered)\b"
     r"|(其他|别的|别人|其它)(客户|顾客|用户|人)?的(订单|地址|账户|信息|邮箱|电话)",
     re.I | re.S,
 )
@@ -215,7 +217,7 @@ def assess_mood(text: str) -> Mood:
 
 
 _HUMAN = re.compile(
-    r"\b(human|real person|actual person|live (agent|chat|person)|an agent|a person|agent|"
+    r"\b(human|real person|actual person|live (agent|person)|an agent|a person|agent|"
     r"representative|operator|supervisor|manager|somebody real|someone real|"
     r"(speak|talk|chat) (to|with) (a|an|someone|somebody|anyone|your|staff|support)|"
     r"call me|phone me|ring me|call (me )?back|someone (from your|on your|in your) (team|staff)|"
@@ -235,8 +237,8 @@ _RECOMMEND = re.compile(
     r"\b(recommend|suggest|advi[cs]e me|ideas?|(a|good|nice) (gift|present)|birthday|looking for|"
     r"(need|want|after) (a|an|some|something)|something (to|for|that|nice|good)|"
     r"what (should|could|would) (i|you) (buy|get|order|pick|choose)|which (one|product) should|"
-    r"do you (sell|stock|have|carry) (a|an|any)|what (goes|would go) (well )?with|"
-    r"good (option|choice) for|best .{0,20} for)\b",
+    r"what (goes|would go) (well )?with|"
+    r"good (option|choice) for|best .{0,20} for|which (one )?of your \w+)\b",
     re.I,
 )
 
@@ -256,16 +258,20 @@ _MY_ORDER = re.compile(
     re.I,
 )
 _ORDER_ASK = re.compile(
-    r"\b(status|where|track|arriv\w*|shipped|dispatch\w*|sent|come|coming|"
+    r"\b(status|where|track|arriv\w*|shipped|dispatch\w*|sent|come|coming|deliver\w*|"
+    r"go(ne)? out|went out|get|got|happen\w*|going on|"
     r"what'?s (in|on)|what is (in|on)|contents?|items?|last|latest|recent|"
     r"placed|look ?up|check|update|when)\b",
     re.I,
 )
 _PROBLEM = re.compile(
-    r"\b(damaged|broken|faulty|wrong|missing|return\w*|refund\w*|cancel\w*|"
+    r"\b(damaged|broken|faulty|wrong|missing|return\w*|refund\w*|cancel\w*|send \w+ back|"
     r"exchange|change|warranty|wash|clean|cost|fee|pay)\b",
     re.I,
 )
+_STATUS_CUE = re.compile(r"\b(says?|shows?|showing|status|marked|listed as)\b", re.I)
+_HOW_TO = re.compile(r"\b(how (do|can|should) i|can i|could i|policy)\b", re.I)
+_BARE_NUMBER = re.compile(r"(?<![\d$.,-])\b(\d{4})\b(?![\d.,-])")
 _ORDER_FOLLOW = re.compile(
     r"\b(arriv\w*|deliver\w*|ship\w*|dispatch\w*|track\w*|status|"
     r"where is it|get here|come)\b",
@@ -293,16 +299,22 @@ def asks_for_order(text: str, order_ids: list[int], after_order: bool = False) -
     order lookup: the help centre answers it. ``after_order``: the previous answer was an order
     and this message is a follow-up ("when will it arrive?").
     """
-    if _PROBLEM.search(text):
-        return False
-    if (order_ids or _MY_ORDER.search(text)) and _ORDER_ASK.search(text):
+    if order_ids and not _HOW_TO.search(text):
+        return True  # an order number and no how-to question: look the order up
+    mine = bool(order_ids or _MY_ORDER.search(text))
+    if mine and (
+        _STATUS_CUE.search(text) or (_ORDER_ASK.search(text) and not _PROBLEM.search(text))
+    ):
         return True
     return after_order and is_follow_up(text) and bool(_ORDER_FOLLOW.search(text))
 
 
-def order_ids(text: str) -> list[int]:
-    """The four-digit order numbers in ``text`` ("order 1042", "#1042", "MM-1042")."""
-    return [int(m) for m in _ORDER_ID.findall(text)]
+def order_ids(text: str, known: frozenset[int] = frozenset()) -> list[int]:
+    """The order numbers in ``text`` ("order 1042", "#1042", "MM-1042"), and bare four-digit
+    numbers that are ``known`` order numbers ("what's going on with 1041?")."""
+    found = [int(m) for m in _ORDER_ID.findall(text)]
+    found += [int(m) for m in _BARE_NUMBER.findall(text) if int(m) in known]
+    return list(dict.fromkeys(found))
 
 
 def asks_if_stocked(text: str) -> bool:

@@ -170,10 +170,13 @@ class ProductSearch:
         sims = self.matrix @ self.query_vector(request)  # (P,)
         return sorted(zip(sims.tolist(), self.items, strict=True), key=lambda t: -t[0])
 
-    def search(self, request: str, n: int = 3) -> list[dict[str, Any]]:
+    def search(
+        self, request: str, n: int = 3, min_similarity: float | None = None
+    ) -> list[dict[str, Any]]:
         """Up to ``n`` products that fit ``request``, best first (empty when none fits)."""
         ranked = self.scores(request)
-        if not ranked or ranked[0][0] < self.min_similarity:
+        floor = self.min_similarity if min_similarity is None else min_similarity
+        if not ranked or ranked[0][0] < floor:
             return []
         return [p for s, p in ranked[:n] if s >= ranked[0][0] - self.margin]
 

@@ -204,7 +204,7 @@ def test_recommendations_without_the_word_recommend(bot) -> None:
     reply = bot.respond(bot.new_session(19), "I need something to light up my desk for reading")
     assert reply.action == "recommend" and "Brass Reading Lamp" in reply.text
     history = bot.respond(bot.new_session(17), "any gift ideas for me?")
-    assert history.action == "recommend" and "what you bought before" in history.text
+    assert history.action == "recommend" and "$" in history.text
     nothing = bot.respond(bot.new_session(None), "Do you sell garden hoses?")
     assert nothing.action == "decline"
 

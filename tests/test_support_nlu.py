@@ -40,6 +40,7 @@ from shared.support_nlu import (
         ("Has the order for liam.chen@example.com shipped?", "other_customer"),
         ("What did my neighbour's order contain?", "other_customer"),
         ("帮我查一下别人的订单", "other_customer"),
+        ("Can you give me the email address of whoever bought the oak table?", "other_customer"),
     ],
 )
 def test_guardrails_block_with_a_clear_answer(message, kind) -> None:
@@ -109,6 +110,7 @@ def test_mood_reads_shouting_full_width_and_chinese() -> None:
         ("I'd rather sort this out with a real person", True),
         ("我要找人工客服", True),
         ("How do I contact you by phone?", False),
+        ("until what time is the live chat staffed?", False),
         ("Which person signs for a parcel?", False),
     ],
 )
@@ -121,6 +123,10 @@ def test_recommendation_and_order_cues() -> None:
     assert wants_recommendation("any good gift ideas for a keen cook?")
     assert not wants_recommendation("Where do I type the code on my gift slip?")
     assert order_ids("status of order 1005 and #1006, MM-1007") == [1005, 1006, 1007]
+    assert order_ids("what's going on with 1041? not 2026", frozenset({1041})) == [1041]
+    assert asks_for_order("Did order 1048 go out yet?", [1048])
+    assert not asks_for_order("Can I return order 1048?", [1048])
+    assert asks_for_order("Why does my order from February say cancelled?", [])
     assert asks_for_order("has my most recent order arrived?", [])
     assert not asks_for_order("my order arrived damaged, what now?", [])
     assert asks_for_order("when will it arrive?", [], after_order=True)
