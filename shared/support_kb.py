@@ -273,7 +273,9 @@ class KnowledgeBase:
         #: every answer unit of every page, embedded once: (S, 384), and its (page, index)
         self.units = [(p.id, i) for p in pages for i in range(len(p.sentences))]
         plain = [self.pages[p].sentences[i] for p, i in self.units]
-        titled = [f"{self.pages[p].title}: {s}" for (p, _), s in zip(self.units, plain, strict=True)]
+        titled = [
+            f"{self.pages[p].title}: {s}" for (p, _), s in zip(self.units, plain, strict=True)
+        ]
         self.unit_matrix = self.embed(titled)  # (S, 384): for finding the page, with its title
         self.sentence_matrix = self.embed(plain)  # (S, 384): for picking the answering sentences
 
