@@ -6,15 +6,15 @@ What a comparison needs, measured rather than quoted:
   file or a safetensors folder, without loading it), :func:`path_size_mb`,
   :func:`tensor_memory_mb`, :func:`process_memory_mb`, and :func:`weights_memory_gb` for the
   back-of-the-envelope arithmetic (parameters x bits per weight);
-* speed: :func:`timed`, :func:`decode_speed` (in-process) and :func:`client_decode_speed`
-  (any OpenAI-style endpoint, local server or cloud);
-* quality: the intent workload (:func:`load_workload`, :func:`intent_prompt`,
-  :func:`parse_label`) answered by a decoder, constrained to the label tokens
-  (:func:`classify_by_label_probs`) or free (:func:`classify_with_lm`,
-  :func:`classify_with_client`), or by an encoder (:func:`classify_with_embeddings`), scored
-  with :func:`shared.metrics.accuracy`; perplexity comes from :func:`shared.metrics.perplexity`;
-* the report: :class:`Measurement`, :func:`not_configured`, :func:`comparison_table`,
-  :func:`plot_comparison`.
+* speed: :func:`timed`, :func:`decode_speed` (in-process transformers) and
+  :func:`client_decode_speed` (any OpenAI-style endpoint, local server or cloud);
+* quality: the intent workload (:func:`load_workload`, :func:`intent_prompt` with the label
+  descriptions every contender gets, :func:`parse_label`); the notebook scores whole labels by
+  log-likelihood itself; :func:`classify_with_client` (free answers, for a cloud row) and
+  :func:`classify_with_embeddings` (nearest label text) are reused;
+* honest reporting: :func:`wilson_interval`, :func:`mcnemar_exact`, :class:`Measurement`,
+  :func:`not_configured`, :func:`comparison_table`, :func:`plot_comparison` (intervals and a
+  chance line), and the exercise checks (they never print the answer).
 """
 
 from __future__ import annotations
@@ -30,34 +30,40 @@ from typing import Any
 
 __all__ = [
     "Measurement",
+    "check_majority_baseline",
+    "check_kv_cache_mb",
     "classify_with_client",
     "classify_with_embeddings",
-    "classify_by_label_probs",
-    "classify_with_lm",
     "client_decode_speed",
     "comparison_table",
     "count_parameters",
     "count_parameters_on_disk",
     "decode_speed",
     "intent_prompt",
-    "label_token_ids",
     "load_workload",
+    "mcnemar_exact",
     "not_configured",
     "parse_label",
     "path_size_mb",
     "plot_comparison",
     "process_memory_mb",
+    "running_server",
     "tensor_memory_mb",
     "timed",
     "weights_memory_gb",
+    "wilson_interval",
 ]
 
-MB = 2**20
+MB = 2**20  # sizes in the table are MiB (2**20 bytes); weights_memory_gb uses GB (10**9 bytes)
 
 
 @dataclass(frozen=True)
 class Measurement:
-    """One row of the comparison table; ``None`` means "does not apply" or "not measured"."""
+    """One row of the comparison table; ``None`` means "does not apply" or "not measured".
+
+    Accuracy is stored as counts (``correct`` of ``items``) so the table and the plot can show a
+    95 % Wilson interval next to it.
+    """
 
     model: str
     kind: str  # e.g. "decoder, in-process fp32"
@@ -67,8 +73,14 @@ class Measurement:
     load_s: float | None = None
     tokens_per_s: float | None = None
     perplexity: float | None = None
-    accuracy: float | None = None
+    correct: int | None = None
+    items: int | None = None
     note: str = ""
+
+    @property
+    def accuracy(self) -> float | None:
+        """``correct / items``, or None when accuracy was not measured."""
+        return None if not self.items or self.correct is None else self.correct / self.items
 
 
 # ------------------------------------------------------------------------ size
@@ -173,6 +185,22 @@ def client_decode_speed(client: Any, model: str, prompt: str, max_tokens: int = 
     return tokens / seconds
 
 
+def running_server(port: int, patience: float = 180.0) -> Any:
+    """The course server on ``port`` (``shared.server.LocalServer``), waiting while it is busy.
+
+    The shared server answers one request at a time, so while it serves someone else's long
+    generation it does not list its models and ``server_status`` says None; ask again.
+    """
+    from shared.llm import server_status
+
+    deadline = time.monotonic() + patience
+    while True:
+        server = server_status(port)
+        if server is not None or time.monotonic() > deadline:
+            return server
+        time.sleep(1.0)
+
+
 # ------------------------------------------------------------------------ the workload
 def load_workload(path: str | Path) -> list[dict[str, str]]:
     """Read a JSON-lines workload; every line needs ``text`` and ``label``."""
@@ -189,10 +217,15 @@ def load_workload(path: str | Path) -> list[dict[str, str]]:
     return items
 
 
-def intent_prompt(text: str, labels: Sequence[str]) -> str:
-    """The instruction each decoder gets: pick one label for a customer message."""
+def intent_prompt(text: str, descriptions: dict[str, str]) -> str:
+    """The instruction a decoder gets: every label with its description, then the message.
+
+    Every contender sees the same label information: the encoder compares the message with the
+    same ``label: description`` lines.
+    """
+    lines = "\n".join(f"{label}: {about}" for label, about in descriptions.items())
     return (
-        f"Classify the customer message into one category: {', '.join(labels)}.\n"
+        f"Classify the customer message into one of these categories:\n{lines}\n\n"
         f"Message: {text}\nCategory:"
     )
 
@@ -207,107 +240,24 @@ def parse_label(answer: str, labels: Sequence[str]) -> str:
     return min(found)[1] if found else "unknown"
 
 
-def _lm_prompts(tokenizer: Any, texts: Sequence[str], labels: Sequence[str], chat: bool,
-                prompt: Callable[[str, Sequence[str]], str]) -> list[str]:  # fmt: skip
-    prompts = [prompt(t, labels) for t in texts]
-    if not chat:
-        return prompts
-    return [
-        tokenizer.apply_chat_template(
-            [{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True
-        )
-        for p in prompts
-    ]
-
-
-def _batches(tokenizer: Any, prompts: Sequence[str], batch_size: int, device: Any) -> Any:
-    for start in range(0, len(prompts), batch_size):
-        chunk = list(prompts[start : start + batch_size])
-        yield tokenizer(chunk, return_tensors="pt", padding=True, padding_side="left",
-                        add_special_tokens=False).to(device)  # fmt: skip
-
-
-def classify_with_lm(
-    model: Any,
-    tokenizer: Any,
-    texts: Sequence[str],
-    labels: Sequence[str],
-    chat: bool = True,
-    max_new_tokens: int = 4,
-    batch_size: int = 16,
-    prompt: Callable[[str, Sequence[str]], str] = intent_prompt,
-) -> list[str]:
-    """Let a decoder answer freely (greedy), then look for a label in its answer.
-
-    ``chat=True`` wraps the prompt in the model's chat template (how an instruct model is
-    meant to be used); ``chat=False`` gives the raw text, as to a base model. Prompts are
-    batched with left padding, so every row's last token is where generation starts.
-    """
-    import torch
-
-    prompts = _lm_prompts(tokenizer, texts, labels, chat, prompt)
-    device = next(model.parameters()).device
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    answers: list[str] = []
-    for enc in _batches(tokenizer, prompts, batch_size, device):
-        with torch.no_grad():
-            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=pad)  # fmt: skip
-        answers += tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :],
-                                          skip_special_tokens=True)  # fmt: skip
-    return [parse_label(a, labels) for a in answers]
-
-
-def label_token_ids(tokenizer: Any, labels: Sequence[str], leading_space: bool) -> list[int]:
-    """The first token of each label (as it would follow the prompt); they must all differ."""
-    ids = [tokenizer((" " if leading_space else "") + label, add_special_tokens=False).input_ids[0]
-           for label in labels]  # fmt: skip
-    if len(set(ids)) != len(ids):
-        raise ValueError(f"labels {list(labels)} share a first token; rename them to differ")
-    return ids
-
-
-def classify_by_label_probs(
-    model: Any,
-    tokenizer: Any,
-    texts: Sequence[str],
-    labels: Sequence[str],
-    chat: bool = True,
-    batch_size: int = 16,
-    prompt: Callable[[str, Sequence[str]], str] = intent_prompt,
-) -> list[str]:
-    """Constrained decoding: the decoder picks the next token, but only among the labels.
-
-    One forward pass per prompt; the label whose first token has the highest logit wins. This
-    is how benchmarks score multiple-choice questions, and it never returns "unknown".
-    """
-    import torch
-
-    prompts = _lm_prompts(tokenizer, texts, labels, chat, prompt)
-    allowed = torch.tensor(label_token_ids(tokenizer, labels, leading_space=not chat))
-    device = next(model.parameters()).device
-    picks: list[str] = []
-    for enc in _batches(tokenizer, prompts, batch_size, device):
-        with torch.no_grad():
-            logits = model(**enc).logits[:, -1, :].float().cpu()  # (B, V) at the last position
-        picks += [labels[int(i)] for i in logits[:, allowed].argmax(dim=-1)]
-    return picks
-
-
 def classify_with_client(
-    client: Any, model: str, texts: Sequence[str], labels: Sequence[str], max_tokens: int = 4
+    client: Any,
+    model: str,
+    texts: Sequence[str],
+    descriptions: dict[str, str],
+    max_tokens: int = 4,
 ) -> list[str]:
-    """The same task through an OpenAI-style endpoint (local server or cloud), greedy."""
+    """The task through an OpenAI-style endpoint (e.g. a cloud model), greedy, label parsed."""
     answers = []
     for text in texts:
         reply = client.chat.completions.create(
             model=model,
-            messages=[{"role": "user", "content": intent_prompt(text, labels)}],
+            messages=[{"role": "user", "content": intent_prompt(text, descriptions)}],
             max_tokens=max_tokens,
             temperature=0,
         )
         answers.append(reply.choices[0].message.content or "")
-    return [parse_label(a, labels) for a in answers]
+    return [parse_label(a, list(descriptions)) for a in answers]
 
 
 def classify_with_embeddings(
@@ -325,6 +275,34 @@ def classify_with_embeddings(
     return [labels[int(i)] for i in scores.argmax(axis=1)]
 
 
+# ------------------------------------------------------------------------ statistics
+def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """95 % Wilson score interval of a proportion ``successes / n`` (better than p +- 2 se)."""
+    if n <= 0 or not 0 <= successes <= n:
+        raise ValueError(f"need 0 <= successes <= n and n > 0, got {successes}/{n}")
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def mcnemar_exact(a_right: Sequence[bool], b_right: Sequence[bool]) -> tuple[int, int, float]:
+    """Paired comparison of two classifiers on the same items: McNemar's exact test.
+
+    Returns ``(only_a, only_b, p)``: items only A got right, items only B got right, and the
+    two-sided exact binomial p-value of that split (items both got right or wrong do not count).
+    """
+    if len(a_right) != len(b_right):
+        raise ValueError("both classifiers must be scored on the same items")
+    only_a = sum(bool(a) and not bool(b) for a, b in zip(a_right, b_right, strict=True))
+    only_b = sum(bool(b) and not bool(a) for a, b in zip(a_right, b_right, strict=True))
+    n, k = only_a + only_b, min(only_a, only_b)
+    if n == 0:
+        return only_a, only_b, 1.0
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
+    return only_a, only_b, min(1.0, 2 * tail)
+
+
 # ------------------------------------------------------------------------ the report
 def not_configured(name: str = "cloud model") -> Measurement:
     """The row for a provider that has no key configured: not an error, just not measured."""
@@ -336,35 +314,107 @@ def not_configured(name: str = "cloud model") -> Measurement:
 
 
 def comparison_table(rows: Sequence[Measurement]) -> Any:
-    """A ``pandas.DataFrame`` of measurements, one row per model, ``None`` shown as n/a."""
+    """A ``pandas.DataFrame`` of measurements, one row per model, ``None`` shown as n/a.
+
+    Accuracy is shown as ``0.79 (95/120, 0.71-0.86)``: rate, counts and 95 % Wilson interval.
+    """
     import pandas as pd
 
     if not rows:
         raise ValueError("nothing to compare: pass at least one Measurement")
-    df = pd.DataFrame([asdict(r) for r in rows]).set_index("model")
+    records = []
+    for r in rows:
+        rec = asdict(r)
+        acc = r.accuracy
+        if acc is None:
+            rec["accuracy (95 % CI)"] = None
+        else:
+            lo, hi = wilson_interval(r.correct, r.items)
+            rec["accuracy (95 % CI)"] = f"{acc:.2f} ({r.correct}/{r.items}, {lo:.2f}-{hi:.2f})"
+        del rec["correct"], rec["items"]
+        records.append(rec)
+    df = pd.DataFrame(records).set_index("model")
+    df = df[[c for c in df.columns if c != "note"] + ["note"]]
     df["parameters"] = df["parameters"].map(lambda n: f"{n / 1e6:,.1f} M" if n == n and n else None)
-    digits = {"disk_mb": 0, "memory_mb": 0, "load_s": 2, "tokens_per_s": 1, "perplexity": 1,
-              "accuracy": 2}  # fmt: skip
+    digits = {"disk_mb": 0, "memory_mb": 0, "load_s": 2, "tokens_per_s": 1, "perplexity": 1}
     df = df.astype(object)
     for column, n in digits.items():
         values = [None if x is None or x != x else round(float(x), n) for x in df[column]]
-        df[column] = pd.Series([v if n or v is None else int(v) for v in values], index=df.index,
-                               dtype=object)  # fmt: skip
-    return df.where(df.notna(), "n/a")
+        values = [v if n or v is None else int(v) for v in values]
+        df[column] = pd.Series(values, index=df.index, dtype=object)
+    return df.where(df.notna(), "n/a").rename(
+        columns={"disk_mb": "disk_MiB", "memory_mb": "memory_MiB"}
+    )
 
 
-def plot_comparison(rows: Sequence[Measurement], axes: Any = None) -> Any:
-    """Bar charts of accuracy, tokens/s and memory for every measured row."""
+def plot_comparison(
+    rows: Sequence[Measurement], chance: float | None = None, axes: Any = None
+) -> Any:
+    """Accuracy with 95 % Wilson intervals (and a chance line), tokens/s and memory per row."""
     import matplotlib.pyplot as plt
 
     if axes is None:
-        _, axes = plt.subplots(1, 3, figsize=(12, 3.2))
-    panels = [("accuracy", "task accuracy"), ("tokens_per_s", "tokens / s"),
-              ("memory_mb", "memory (MiB)")]  # fmt: skip
-    for ax, (field, title) in zip(axes, panels, strict=True):
+        _, axes = plt.subplots(1, 3, figsize=(13, 3.6), gridspec_kw={"width_ratios": [1.4, 1, 1]})
+    acc_rows = [r for r in rows if r.accuracy is not None]
+    ax = axes[0]
+    ys = range(len(acc_rows))
+    accs = [r.accuracy for r in acc_rows]
+    cis = [wilson_interval(r.correct, r.items) for r in acc_rows]
+    err = [
+        [a - lo for a, (lo, _) in zip(accs, cis, strict=True)],
+        [hi - a for a, (_, hi) in zip(accs, cis, strict=True)],
+    ]
+    ax.barh(list(ys), accs, xerr=err, color="tab:blue", capsize=3)
+    for y, a in zip(ys, accs, strict=True):
+        ax.text(0.01, y, f"{a:.2f}", va="center", color="white", fontsize=8)
+    if chance is not None:
+        ax.axvline(chance, color="tab:red", ls="--", lw=1)
+        ax.text(chance, -0.6, " chance", color="tab:red", fontsize=8)
+    ax.set_yticks(list(ys), [r.model for r in acc_rows], fontsize=8)
+    ax.set_xlim(0, 1)
+    ax.invert_yaxis()
+    ax.set_title("accuracy, 95 % Wilson interval")
+    panels = [("tokens_per_s", "decode tokens / s"), ("memory_mb", "memory (MiB)")]
+    for ax, (field, title) in zip(axes[1:], panels, strict=True):
         shown = [r for r in rows if getattr(r, field) is not None]
-        ax.barh([r.model for r in shown], [getattr(r, field) for r in shown], color="tab:blue")
-        ax.set_title(title)
+        vals = [getattr(r, field) for r in shown]
+        ax.barh(range(len(shown)), vals, color="tab:gray")
+        for y, v in enumerate(vals):
+            ax.text(v, y, f" {v:,.0f}", va="center", fontsize=8)
+        ax.set_yticks(range(len(shown)), [r.model for r in shown], fontsize=8)
         ax.invert_yaxis()
+        ax.set_title(title)
     plt.tight_layout()
     return axes
+
+
+# ------------------------------------------------------------------------ exercise checks
+def check_majority_baseline(seed: int, answer: Any) -> bool:
+    """Exercise 1: the majority-class accuracy on the seeded subset (see the notebook)."""
+    import random
+
+    items = load_workload(_test_path())
+    rng = random.Random(seed)
+    keep = [it for it in items if it["label"] != "technical" or rng.random() < 0.3]
+    labels = [it["label"] for it in keep]
+    majority = max(sorted(set(labels)), key=labels.count)
+    try:
+        return math.isclose(float(answer), labels.count(majority) / len(labels), abs_tol=1e-9)
+    except (TypeError, ValueError):
+        return False
+
+
+def _test_path() -> Path:
+    from shared.paths import data_path
+
+    return data_path("compare", "intents_test.jsonl")
+
+
+def check_kv_cache_mb(config: Any, n_tokens: int, answer: Any) -> bool:
+    """Exercise 2: key/value cache size in MiB of ``n_tokens`` tokens in fp32 for ``config``."""
+    head_dim = config.hidden_size // config.num_attention_heads
+    n_bytes = 2 * config.num_hidden_layers * config.num_key_value_heads * head_dim * n_tokens * 4
+    try:
+        return math.isclose(float(answer), n_bytes / MB, rel_tol=1e-6)
+    except (TypeError, ValueError):
+        return False

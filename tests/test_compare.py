@@ -99,61 +99,111 @@ def test_parse_label(answer: str, expected: str) -> None:
     assert compare.parse_label(answer, LABELS) == expected
 
 
-def test_intent_prompt_lists_labels_and_ends_with_the_cue() -> None:
-    prompt = compare.intent_prompt("Where is my parcel?", LABELS)
-    assert "payment, delivery, returns, technical" in prompt
+def test_test_set_is_balanced_frozen_and_shares_nothing_with_dev() -> None:
+    test = compare.load_workload(paths.data_path("compare", "intents_test.jsonl"))
+    assert len(test) == 120
+    assert all(sum(it["label"] == lab for it in test) == 30 for lab in LABELS)
+    texts = {it["text"] for it in test}
+    assert len(texts) == 120
+    assert not texts & {it["text"] for it in workload()}  # held out from the dev set
+
+
+def test_intent_prompt_gives_every_label_with_its_description() -> None:
+    descriptions = json.loads(paths.data_path("compare", "labels.json").read_text())
+    prompt = compare.intent_prompt("Where is my parcel?", descriptions)
+    for label, about in descriptions.items():
+        assert f"{label}: {about}" in prompt
     assert "Message: Where is my parcel?" in prompt
     assert prompt.endswith("Category:")
 
 
+# ------------------------------------------------------------------------ statistics
+def test_wilson_interval_golden_values() -> None:
+    lo, hi = compare.wilson_interval(8, 32)
+    assert (round(lo, 2), round(hi, 2)) == (0.13, 0.42)  # the review's figure for 8/32
+    lo, hi = compare.wilson_interval(0, 8)
+    assert lo == 0.0 and hi == pytest.approx(0.324, abs=1e-3)
+    assert compare.wilson_interval(30, 30)[1] == pytest.approx(1.0)
+    with pytest.raises(ValueError):
+        compare.wilson_interval(5, 4)
+
+
+def test_mcnemar_exact() -> None:
+    a = [True] * 10 + [False] * 10
+    assert compare.mcnemar_exact(a, a) == (0, 0, 1.0)
+    only_a, only_b, p = compare.mcnemar_exact([True] * 10, [False] * 10)
+    assert (only_a, only_b) == (10, 0) and p == pytest.approx(2 / 2**10)
+    _, _, p = compare.mcnemar_exact([True, False] * 5, [False, True] * 5)
+    assert p == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="same items"):
+        compare.mcnemar_exact([True], [True, False])
+
+
 # ------------------------------------------------------------------------ the report
-def test_comparison_table_shows_na_and_formats_parameters() -> None:
+def test_comparison_table_shows_na_counts_and_intervals() -> None:
     rows = [
-        compare.Measurement("a", "decoder", 134_515_008, 513.2, 513.0, 1.2, 14.0, 83.5, 0.5),
+        compare.Measurement(
+            model="a", kind="dec", parameters=134_515_008, memory_mb=513.0, correct=30, items=120
+        ),
         compare.not_configured(),
     ]
     table = compare.comparison_table(rows)
     assert list(table.index) == ["a", "cloud model"]
     assert table.loc["a", "parameters"] == "134.5 M"
-    assert table.loc["cloud model", "accuracy"] == "n/a"
+    assert table.loc["a", "accuracy (95 % CI)"] == "0.25 (30/120, 0.18-0.33)"
+    assert table.loc["cloud model", "accuracy (95 % CI)"] == "n/a"
     assert "not configured" in table.loc["cloud model", "note"]
     with pytest.raises(ValueError, match="at least one"):
         compare.comparison_table([])
 
 
-def test_plot_comparison_draws_three_panels() -> None:
+def test_plot_comparison_draws_intervals_and_a_chance_line() -> None:
     import matplotlib
 
     matplotlib.use("Agg")
-    rows = [compare.Measurement("a", "x", accuracy=0.5, tokens_per_s=10, memory_mb=100),
-            compare.Measurement("b", "y", accuracy=0.9, memory_mb=80)]  # fmt: skip
-    axes = compare.plot_comparison(rows)
-    assert [ax.get_title() for ax in axes] == ["task accuracy", "tokens / s", "memory (MiB)"]
+    rows = [
+        compare.Measurement(model="a", kind="x", correct=6, items=12, tokens_per_s=10, memory_mb=1),
+        compare.Measurement(model="b", kind="y", correct=11, items=12, memory_mb=80),
+    ]
+    axes = compare.plot_comparison(rows, chance=0.25)
+    assert axes[0].get_title().startswith("accuracy")
+    assert any(line.get_xdata()[0] == 0.25 for line in axes[0].get_lines())  # the chance line
     assert len(axes[1].patches) == 1  # "b" has no speed: not drawn
+
+
+# ------------------------------------------------------------------------ exercise checks
+def test_majority_baseline_check_rejects_wrong_answers() -> None:
+    import random
+    from collections import Counter
+
+    test = compare.load_workload(paths.data_path("compare", "intents_test.jsonl"))
+    rng = random.Random(0)
+    subset = [it["label"] for it in test if it["label"] != "technical" or rng.random() < 0.3]
+    right = Counter(subset).most_common(1)[0][1] / len(subset)
+    assert compare.check_majority_baseline(0, right)
+    assert not compare.check_majority_baseline(0, 0.25)  # the balanced-set answer
+    assert not compare.check_majority_baseline(0, right + 0.01)
+    assert not compare.check_majority_baseline(0, None)
+
+
+def test_kv_cache_check_rejects_wrong_answers() -> None:
+    from transformers import AutoConfig
+
+    cfg = AutoConfig.from_pretrained(models.chat_model_dir())
+    head_dim = cfg.hidden_size // cfg.num_attention_heads
+    right = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * head_dim * 8192 * 4 / 2**20
+    assert compare.check_kv_cache_mb(cfg, 8192, right)
+    with_all_heads = right * cfg.num_attention_heads / cfg.num_key_value_heads
+    assert not compare.check_kv_cache_mb(cfg, 8192, with_all_heads)  # forgot GQA
+    assert not compare.check_kv_cache_mb(cfg, 8192, right / 2)  # keys only
+    assert not compare.check_kv_cache_mb(cfg, 8192, right * 2**20 / 1e6)  # MB, not MiB
+    assert not compare.check_kv_cache_mb(cfg, 8192, "a lot")
 
 
 # ------------------------------------------------------------------------ the real models
 @pytest.mark.slow
-def test_label_tokens_are_distinct_single_tokens(chat) -> None:
-    tok, _ = chat
-    for space in (True, False):
-        ids = compare.label_token_ids(tok, LABELS, leading_space=space)
-        assert len(set(ids)) == 4
-    with pytest.raises(ValueError, match="share a first token"):
-        compare.label_token_ids(tok, ["billing", "bills"], leading_space=False)
-
-
-@pytest.mark.slow
-def test_decoder_classifiers_return_labels(chat) -> None:
+def test_decode_speed_in_process(chat) -> None:
     tok, model = chat
-    items = workload()[:4]
-    texts = [it["text"] for it in items]
-    constrained = compare.classify_by_label_probs(model, tok, texts, LABELS, chat=False)
-    assert len(constrained) == 4 and set(constrained) <= set(LABELS)  # never "unknown"
-    again = compare.classify_by_label_probs(model, tok, texts, LABELS, chat=False, batch_size=3)
-    assert again == constrained  # greedy and independent of batching
-    free = compare.classify_with_lm(model, tok, texts[:2], LABELS, chat=True, max_new_tokens=3)
-    assert len(free) == 2 and set(free) <= {*LABELS, "unknown"}
     assert compare.decode_speed(model, tok, "Hello", max_new_tokens=3) > 0
 
 
@@ -172,7 +222,8 @@ def test_client_measurements_against_a_real_local_server(local_server) -> None:
 
     client = OpenAI(base_url=local_server.url, api_key="local")
     texts = [it["text"] for it in workload()[:2]]
-    preds = compare.classify_with_client(client, local_server.model, texts, LABELS, max_tokens=3)
+    descriptions = json.loads(paths.data_path("compare", "labels.json").read_text())
+    preds = compare.classify_with_client(client, local_server.model, texts, descriptions)
     assert len(preds) == 2 and set(preds) <= {*LABELS, "unknown"}
     assert compare.client_decode_speed(client, local_server.model, "Hello", max_tokens=4) > 0
     assert compare.process_memory_mb(local_server.pid) > 50

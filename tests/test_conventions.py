@@ -54,7 +54,16 @@ LESSON_CALLS: dict[str, tuple[str, ...]] = {
         "do_sample=True",
         "torch.Generator()",
     ),
-    "02_model_comparison": (),
+    "02_model_comparison": (
+        "llama_cpp.Llama(",
+        "logits_all=True",
+        ".apply_chat_template(",
+        "past_key_values=",
+        ".create_completion(",
+        "chat.completions.create(",
+        "LogisticRegression(",
+        "compare.mcnemar_exact(",
+    ),
     "03_prompt_engineering": (
         "client.chat.completions.create(",
         "logprobs=True",
