@@ -20,6 +20,7 @@ export HF_HOME := $(GENAI_CACHE_DIR)/huggingface
 export HF_HUB_OFFLINE ?= 1
 export TIKTOKEN_CACHE_DIR := $(GENAI_CACHE_DIR)/tiktoken
 export PLAYWRIGHT_BROWSERS_PATH := $(GENAI_CACHE_DIR)/ms-playwright
+export npm_config_cache := $(GENAI_CACHE_DIR)/npm
 export PYTHONDONTWRITEBYTECODE := 1
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
