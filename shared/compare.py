@@ -28,6 +28,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from shared import metrics
+
 __all__ = [
     "Measurement",
     "check_majority_baseline",
@@ -277,30 +279,16 @@ def classify_with_embeddings(
 
 # ------------------------------------------------------------------------ statistics
 def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """95 % Wilson score interval of a proportion ``successes / n`` (better than p +- 2 se)."""
-    if n <= 0 or not 0 <= successes <= n:
-        raise ValueError(f"need 0 <= successes <= n and n > 0, got {successes}/{n}")
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
+    """95 % Wilson score interval of ``successes / n`` (:func:`shared.metrics.wilson`)."""
+    return metrics.wilson(successes, n, z)
 
 
 def mcnemar_exact(a_right: Sequence[bool], b_right: Sequence[bool]) -> tuple[int, int, float]:
     """Paired comparison of two classifiers on the same items: McNemar's exact test.
 
-    Returns ``(only_a, only_b, p)``: items only A got right, items only B got right, and the
-    two-sided exact binomial p-value of that split (items both got right or wrong do not count).
+    Returns ``(only_a, only_b, p)`` (:func:`shared.metrics.mcnemar_exact`).
     """
-    if len(a_right) != len(b_right):
-        raise ValueError("both classifiers must be scored on the same items")
-    only_a = sum(bool(a) and not bool(b) for a, b in zip(a_right, b_right, strict=True))
-    only_b = sum(bool(b) and not bool(a) for a, b in zip(a_right, b_right, strict=True))
-    n, k = only_a + only_b, min(only_a, only_b)
-    if n == 0:
-        return only_a, only_b, 1.0
-    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
-    return only_a, only_b, min(1.0, 2 * tail)
+    return metrics.mcnemar_exact(a_right, b_right)
 
 
 # ------------------------------------------------------------------------ the report

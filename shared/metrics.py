@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 __all__ = [
+    "mcnemar_exact",
+    "wilson",
     "ClassScores",
     "Overlap",
     "accuracy",
@@ -312,3 +314,36 @@ def bleu(
     log_precisions += [-9999999999.0] * (max_n - len(log_precisions))  # sacrebleu's log(0)
     brevity = 1.0 if pred_len >= ref_len else math.exp(1 - ref_len / pred_len) if pred_len else 0.0
     return 100 * brevity * math.exp(sum(log_precisions) / max_n)
+
+
+# ---------------------------------------------------------------------------- rates and pairs
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of the rate ``k / n`` (95 % with the default ``z``).
+
+    The one definition the lessons' helpers use (EVALUATION.md: every rate with its interval).
+    """
+    if n <= 0:
+        raise ValueError("the interval of an empty sample is undefined (n must be > 0)")
+    if not 0 <= k <= n:
+        raise ValueError(f"need 0 <= k <= n (k successes out of n), got k={k}, n={n}")
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def mcnemar_exact(a_right: Sequence[bool], b_right: Sequence[bool]) -> tuple[int, int, float]:
+    """McNemar's exact test on paired outcomes: ``(only a right, only b right, two-sided p)``.
+
+    Only discordant items count; under "no difference" each is a fair coin, so the p-value is
+    ``min(1, 2 * P(X <= min(b, c)))`` with ``X ~ Binomial(b + c, 1/2)``.
+    """
+    if len(a_right) != len(b_right):
+        raise ValueError(
+            f"{len(a_right)} outcomes paired with {len(b_right)}: score the same items"
+        )
+    only_a = sum(bool(a) and not bool(b) for a, b in zip(a_right, b_right, strict=True))
+    only_b = sum(bool(b) and not bool(a) for a, b in zip(a_right, b_right, strict=True))
+    n = only_a + only_b
+    tail = sum(math.comb(n, i) for i in range(min(only_a, only_b) + 1)) / 2**n if n else 1.0
+    return only_a, only_b, min(1.0, 2 * tail)

@@ -27,6 +27,7 @@ from pathlib import Path
 from statistics import NormalDist
 from typing import Any
 
+from shared import metrics
 from shared.config import FriendlyError
 
 __all__ = [
@@ -263,28 +264,16 @@ Z95 = NormalDist().inv_cdf(0.975)  # the two-sided 95 % quantile of the normal d
 
 
 def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """Wilson score interval of the rate ``k / n`` (95 % for the default ``z``, 1.95996...)."""
-    if n <= 0 or not 0 <= k <= n:
-        raise ValueError(f"need 0 <= k <= n and n > 0, got k={k}, n={n}")
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
+    """Wilson score interval of the rate ``k / n`` (:func:`shared.metrics.wilson`)."""
+    return metrics.wilson(k, n, z)
 
 
 def mcnemar(a_correct: Sequence[bool], b_correct: Sequence[bool]) -> tuple[int, int, float]:
     """McNemar's exact test on paired outcomes: (a right & b wrong, a wrong & b right, p-value).
 
-    Only the discordant items count; under "no difference" each is a fair coin, so the two-sided
-    p-value is a binomial tail: ``min(1, 2 * P(X <= min(b, c)))``, ``X ~ Binomial(b + c, 1/2)``.
+    Only the discordant items count (:func:`shared.metrics.mcnemar_exact`).
     """
-    if len(a_correct) != len(b_correct):
-        raise ValueError(f"{len(a_correct)} outcomes paired with {len(b_correct)}")
-    b = sum(bool(x) and not y for x, y in zip(a_correct, b_correct, strict=True))
-    c = sum(bool(y) and not x for x, y in zip(a_correct, b_correct, strict=True))
-    n = b + c
-    tail = sum(math.comb(n, i) for i in range(min(b, c) + 1)) / 2**n if n else 1.0
-    return b, c, min(1.0, 2 * tail)
+    return metrics.mcnemar_exact(a_correct, b_correct)
 
 
 def paired_bootstrap(

@@ -22,6 +22,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from shared import metrics
+
 __all__ = [
     "format_rate",
     "load_jsonl",
@@ -46,15 +48,8 @@ def load_jsonl(name: str | Path) -> list[dict[str, Any]]:
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval for ``k`` successes out of ``n`` (95 % by default)."""
-    if n <= 0:
-        raise ValueError("the interval of an empty sample is undefined")
-    if not 0 <= k <= n:
-        raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
+    """Wilson score interval for ``k`` successes out of ``n`` (:func:`shared.metrics.wilson`)."""
+    return metrics.wilson(k, n, z)
 
 
 def format_rate(k: int, n: int) -> str:

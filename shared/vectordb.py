@@ -18,7 +18,6 @@ import contextlib
 import functools
 import hashlib
 import json
-import math
 import os
 import re
 import signal
@@ -42,6 +41,7 @@ from chromadb.utils.embedding_functions import (
 )
 from langchain_core.embeddings import Embeddings as _LCEmbeddings
 
+from shared import metrics
 from shared.checks import CheckResult, check
 from shared.config import FriendlyError, Settings, load_settings
 from shared.models import EMBEDDING_MODEL_ID, load_embedder
@@ -382,13 +382,8 @@ def hit_rate_at_k(ranked: Sequence[Sequence[str]], gold: Sequence[str | None], k
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """The Wilson score interval of a rate ``successes / n`` (95 % with the default ``z``)."""
-    if n <= 0 or not 0 <= successes <= n:
-        raise ValueError(f"need 0 <= successes <= n and n > 0, got {successes}/{n}")
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
+    """The Wilson score interval of a rate ``successes / n`` (:func:`shared.metrics.wilson`)."""
+    return metrics.wilson(successes, n, z)
 
 
 def answer_digest(value: Any) -> str:
