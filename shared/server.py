@@ -129,10 +129,14 @@ def _port_free(host: str, port: int) -> bool:
 
 def _command(engine: str, source: str, host: str, port: int) -> tuple[list[str], str]:
     """The server command line and the model name clients must send."""
-    # Half the cores (one on a 2-core machine) unless OMP_NUM_THREADS says otherwise: when the
-    # notebook kernel or other programs share the cores, spinning compute threads stall each
-    # other, up to 20x slower; README "Performance" has the measurements.
-    threads = os.environ.get("OMP_NUM_THREADS") or str(min(8, max(1, (os.cpu_count() or 2) // 2)))
+    # Decode runs on half the cores (one on a 2-core machine): when the notebook kernel or other
+    # programs share the cores, spinning decode threads stall each other, up to 20x slower.
+    # Prompt processing (prefill) uses every core: it is one large matrix product per batch, twice
+    # as fast with 2 threads on an idle 2-core machine, and its results are bit-identical whatever
+    # the thread count. OMP_NUM_THREADS, when set, fixes both. README "Performance" has the figures.
+    cores = os.cpu_count() or 2
+    threads = os.environ.get("OMP_NUM_THREADS") or str(min(8, max(1, cores // 2)))
+    batch_threads = os.environ.get("OMP_NUM_THREADS") or str(min(8, max(1, cores)))
     if engine == "llamacpp":
         cmd = [
             sys.executable,
@@ -151,7 +155,7 @@ def _command(engine: str, source: str, host: str, port: int) -> tuple[list[str],
             "--n_threads",
             threads,
             "--n_threads_batch",
-            threads,
+            batch_threads,
             # llama_cpp.server otherwise ends a stream ("[DONE]") whenever another request comes
             # in: a second notebook or a chat user would cut the first reply short.
             "--interrupt_requests",
