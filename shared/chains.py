@@ -4,45 +4,59 @@
 cache (rebuilt only when the CSVs change); :func:`connect_shop_db` opens it read-only and
 :func:`connect_customer_db` with least privilege for model-written SQL (one customer's rows
 through views, an allow-list authorizer, a time limit); :func:`guard_sql` admits one SELECT.
-:func:`parse_model_json` validates a model's JSON; :func:`run_agent` is the guarded router, the
-small-model fallback for an agent (the lesson writes the callback and the real agent itself).
-The lesson's data (extraction sentences, SQL questions) and exercise checks are here too.
+:func:`run_agent` is the guarded router, the small-model fallback for an agent (the lesson
+writes the callback, the structured output and the real agent itself). The :class:`Person`
+schema of the extraction examples and the exercise checks are here too; the lesson's data files
+are read with :func:`shared.io.read_jsonl`.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
-import json
-import os
 import re
 import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import Runnable
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 
 from shared.checks import CheckResult, check
 from shared.config import FriendlyError
+from shared.io import atomic_path
 from shared.paths import cache_dir, data_path
 
-# fmt: off
 __all__ = [
-    "CUSTOMER_VIEWS", "PUBLIC_COLUMNS", "ROUTER_EXAMPLES", "SHOP_SCHEMA",
-    "SQL_EXAMPLES", "SQL_TABLES", "ModelOutputError", "Person", "UnsafeSQLError",
-    "build_shop_db", "check_blocked_exercise", "check_callback_exercise", "check_lcel_exercise",
-    "connect_customer_db", "connect_shop_db", "extract_sql", "format_docs", "guard_sql",
-    "load_jsonl", "lookup_order", "parse_model_json", "parse_tool_call",
-    "router_prompt", "run_agent", "run_select", "same_result",
+    "CUSTOMER_VIEWS",
+    "PUBLIC_COLUMNS",
+    "ROUTER_EXAMPLES",
+    "SHOP_SCHEMA",
+    "SQL_EXAMPLES",
+    "SQL_TABLES",
+    "Person",
+    "UnsafeSQLError",
+    "build_shop_db",
+    "check_blocked_exercise",
+    "check_callback_exercise",
+    "check_lcel_exercise",
+    "connect_customer_db",
+    "connect_shop_db",
+    "extract_sql",
+    "guard_sql",
+    "lookup_order",
+    "parse_tool_call",
+    "router_prompt",
+    "run_agent",
+    "run_select",
+    "same_result",
     "sql_prompt",
 ]
-# fmt: on
 
 #: the shop's tables; column order matches the CSV files in ``data/shop/``.
 SHOP_SCHEMA = """\
@@ -62,7 +76,6 @@ CREATE TABLE order_items (order_id INTEGER NOT NULL REFERENCES orders(order_id),
     quantity INTEGER NOT NULL, unit_price REAL NOT NULL, PRIMARY KEY (order_id, product_id));
 """
 _TABLES = ("customers", "products", "orders", "order_items")
-M = TypeVar("M", bound=BaseModel)
 
 
 class UnsafeSQLError(FriendlyError):
@@ -93,27 +106,24 @@ def build_shop_db(path: Path | str | None = None, force: bool = False) -> Path:
                 return target
         except sqlite3.Error:
             pass  # unreadable or foreign file: rebuild it
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
-    con = sqlite3.connect(tmp)
-    try:
-        con.executescript(
-            f"{SHOP_SCHEMA}CREATE TABLE build_info (key TEXT PRIMARY KEY, value TEXT);"
-        )
-        for table in _TABLES:
-            with open(data_path("shop", f"{table}.csv"), newline="", encoding="utf-8") as f:
-                reader = csv.reader(f)
-                header = next(reader)
-                marks = ", ".join("?" * len(header))
-                con.executemany(
-                    f"INSERT INTO {table} ({', '.join(header)}) VALUES ({marks})", reader
-                )
-        con.execute("INSERT INTO build_info VALUES ('sources', ?)", (digest,))
-        con.commit()
-    finally:
-        con.close()
-    os.replace(tmp, target)
+    with atomic_path(target) as tmp:
+        con = sqlite3.connect(tmp)
+        try:
+            con.executescript(
+                f"{SHOP_SCHEMA}CREATE TABLE build_info (key TEXT PRIMARY KEY, value TEXT);"
+            )
+            for table in _TABLES:
+                with open(data_path("shop", f"{table}.csv"), newline="", encoding="utf-8") as f:
+                    reader = csv.reader(f)
+                    header = next(reader)
+                    marks = ", ".join("?" * len(header))
+                    con.executemany(
+                        f"INSERT INTO {table} ({', '.join(header)}) VALUES ({marks})", reader
+                    )
+            con.execute("INSERT INTO build_info VALUES ('sources', ?)", (digest,))
+            con.commit()
+        finally:
+            con.close()
     return target
 
 
@@ -140,14 +150,18 @@ def connect_shop_db(path: Path | str | None = None) -> sqlite3.Connection:
 
 #: what a signed-in customer's SQL may read: views over their own rows (``{cid}``) ...
 CUSTOMER_VIEWS = {
-    "my_orders": "SELECT order_id, order_date, status, shipping_method, shipping_fee FROM orders "
-                 "WHERE customer_id = {cid}",
-    "my_order_items": "SELECT order_id, product_id, quantity, unit_price FROM order_items "
-                      "WHERE order_id IN (SELECT order_id FROM orders WHERE customer_id = {cid})",
-}  # fmt: skip
+    "my_orders": (
+        "SELECT order_id, order_date, status, shipping_method, shipping_fee FROM orders "
+        "WHERE customer_id = {cid}"
+    ),
+    "my_order_items": (
+        "SELECT order_id, product_id, quantity, unit_price FROM order_items "
+        "WHERE order_id IN (SELECT order_id FROM orders WHERE customer_id = {cid})"
+    ),
+}
 #: ... and these columns of the public catalogue ('' is a table read with no column: COUNT(*)).
-PUBLIC_COLUMNS = {"products": {"", "product_id", "sku", "name", "category", "price", "stock",
-                               "warranty_months", "description"}}  # fmt: skip
+_CATALOGUE = "product_id sku name category price stock warranty_months description"
+PUBLIC_COLUMNS = {"products": {"", *_CATALOGUE.split()}}
 
 
 class _TimedConnection(sqlite3.Connection):
@@ -168,13 +182,15 @@ def connect_customer_db(
     temporary views (:data:`CUSTOMER_VIEWS`); an authorizer allowing those and
     :data:`PUBLIC_COLUMNS`, nothing else; statements stopped after ``time_limit_s``."""
     target = Path(path) if path is not None else build_shop_db()
-    con = sqlite3.connect(f"file:{target}?mode=ro", uri=True, check_same_thread=False,
-                          factory=_TimedConnection)  # fmt: skip
+    con = sqlite3.connect(
+        f"file:{target}?mode=ro", uri=True, check_same_thread=False, factory=_TimedConnection
+    )
     for view, sql in CUSTOMER_VIEWS.items():
         con.execute(f"CREATE TEMP VIEW {view} AS " + sql.format(cid=int(customer_id)))
 
-    def authorize(action: int, table: str | None, column: str | None, db: str | None,
-                  view: str | None) -> int:  # fmt: skip
+    def authorize(
+        action: int, table: str | None, column: str | None, db: str | None, view: str | None
+    ) -> int:
         if action in (sqlite3.SQLITE_SELECT, sqlite3.SQLITE_FUNCTION):
             return sqlite3.SQLITE_OK
         if action == sqlite3.SQLITE_READ and (
@@ -199,12 +215,6 @@ def same_result(rows: list[tuple], gold: list[tuple]) -> bool:
         return sorted(repr([round(v, 2) if isinstance(v, float) else v for v in r]) for r in rs)
 
     return norm(rows) == norm(gold)
-
-
-def load_jsonl(*parts: str) -> list[dict]:
-    """A JSON-lines file under ``data/``: ``("shop", "sql_questions.jsonl")`` (questions with gold
-    SQL over :data:`CUSTOMER_VIEWS`) or ``("extraction", "people.jsonl")`` (sentences + gold)."""
-    return [json.loads(line) for line in data_path(*parts).read_text().splitlines() if line]
 
 
 # ---------------------------------------------------------------------------- SQL guard
@@ -240,8 +250,10 @@ def guard_sql(sql: str) -> str:
     elif bad := _FORBIDDEN.search(bare):
         problem = f"it contains the writing keyword {bad.group(0).upper()!r}"
     if problem:
-        raise UnsafeSQLError(f"Only one read-only SELECT query may run; this SQL is refused "
-                             f"because {problem}: {text[:120]!r}.")  # fmt: skip
+        raise UnsafeSQLError(
+            f"Only one read-only SELECT query may run; this SQL is refused "
+            f"because {problem}: {text[:120]!r}."
+        )
     return text
 
 
@@ -271,11 +283,7 @@ def extract_sql(text: str) -> str:
     return body[start.start() :].split(";")[0].strip()
 
 
-# ---------------------------------------------------------------------------- JSON extraction
-class ModelOutputError(ValueError):
-    """A model's reply could not be parsed or validated into the expected structure."""
-
-
+# ---------------------------------------------------------------------------- extraction
 class Person(BaseModel):
     """One person extracted from text (lesson 06, example 3)."""
 
@@ -284,34 +292,7 @@ class Person(BaseModel):
     height_cm: float | None = Field(default=None, gt=30, lt=260)
 
 
-def parse_model_json(text: str, schema: type[M]) -> M:
-    """The first JSON object in ``text`` validated against ``schema`` (a Pydantic model).
-
-    Tolerates chatter and code fences around the JSON; raises :class:`ModelOutputError` (with
-    what was wrong) when there is no complete JSON object or it does not fit the schema.
-    """
-    decoder = json.JSONDecoder()
-    for match in re.finditer(r"\{", text):
-        try:
-            obj, _ = decoder.raw_decode(text, match.start())
-        except json.JSONDecodeError:
-            continue
-        try:
-            return schema.model_validate(obj)
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
-            )
-            raise ModelOutputError(f"JSON does not fit {schema.__name__}: {problems}") from None
-    raise ModelOutputError(f"No complete JSON object in the model's reply: {text[:120]!r}")
-
-
 # ---------------------------------------------------------------------------- chain builders
-def format_docs(docs: list[Any]) -> str:
-    """Retrieved LangChain documents as prompt text, each tagged with its page id."""
-    return "\n\n".join(f"[{d.metadata.get('doc_id', '?')}] {d.page_content}" for d in docs)
-
-
 #: a compact schema for prompts: what :func:`connect_customer_db` lets the model read.
 SQL_TABLES = (
     "my_orders(order_id, order_date, status, shipping_method, shipping_fee)  -- my orders only\n"
@@ -319,13 +300,17 @@ SQL_TABLES = (
     "products(product_id, name, category, price, stock, warranty_months)"
 )
 SQL_EXAMPLES: tuple[tuple[str, str], ...] = (
-    ("Which of my orders used express shipping?",
-     "SELECT order_id FROM my_orders WHERE shipping_method = 'express';"),
+    (
+        "Which of my orders used express shipping?",
+        "SELECT order_id FROM my_orders WHERE shipping_method = 'express';",
+    ),
     ("Which products cost less than 20 dollars?", "SELECT name FROM products WHERE price < 20;"),
-    ("How many units of product 7 did I buy in total?",
-     "SELECT SUM(quantity) FROM my_order_items WHERE product_id = 7;"),
+    (
+        "How many units of product 7 did I buy in total?",
+        "SELECT SUM(quantity) FROM my_order_items WHERE product_id = 7;",
+    ),
     ("What is the total stock of all products?", "SELECT SUM(stock) FROM products;"),
-)  # fmt: skip
+)
 
 
 def sql_prompt(examples: tuple[tuple[str, str], ...] = SQL_EXAMPLES) -> ChatPromptTemplate:
@@ -364,10 +349,11 @@ _CALL = re.compile(r"lookup_order\(\s*#?(\d{3,6})\s*\)")
 
 def router_prompt() -> ChatPromptTemplate:
     """Few-shot prompt asking for exactly ``lookup_order(<number>)`` or ``none``."""
-    messages: list[tuple[str, str]] = [
-        ("system", "You route customer messages. If the message asks about a specific order, "
-                   "reply lookup_order(<order number>). Otherwise reply none.")
-    ]  # fmt: skip
+    system = (
+        "You route customer messages. If the message asks about a specific order, "
+        "reply lookup_order(<order number>). Otherwise reply none."
+    )
+    messages: list[tuple[str, str]] = [("system", system)]
     for question, reply in ROUTER_EXAMPLES:
         messages += [("human", question), ("ai", reply)]
     return ChatPromptTemplate.from_messages([*messages, ("human", "{message}")])
@@ -383,15 +369,21 @@ def parse_tool_call(reply: str, message: str) -> int | None:
     return order_id if str(order_id) in re.findall(r"\d+", message) else None
 
 
-def run_agent(message: str, llm: Any, con: sqlite3.Connection | None = None,
-              config: dict | None = None) -> dict[str, Any]:  # fmt: skip
+def run_agent(
+    message: str, llm: Any, con: sqlite3.Connection | None = None, config: dict | None = None
+) -> dict[str, Any]:
     """The guarded router (the small-model fallback for an agent): route, call the tool if the
     call is valid; trace ``{"message", "model_reply", "tool_call", "observation", "answer"}``,
     answer None without a valid call (the caller decides: RAG, hand-off...)."""
     reply = (router_prompt() | llm | StrOutputParser()).invoke({"message": message}, config)
     order_id = parse_tool_call(reply, message)
-    trace: dict[str, Any] = {"message": message, "model_reply": reply.strip(), "tool_call": None,
-                             "observation": None, "answer": None}  # fmt: skip
+    trace: dict[str, Any] = {
+        "message": message,
+        "model_reply": reply.strip(),
+        "tool_call": None,
+        "observation": None,
+        "answer": None,
+    }
     if order_id is not None:
         trace["tool_call"] = f"lookup_order({order_id})"
         trace["observation"] = trace["answer"] = lookup_order(order_id, con)
@@ -434,9 +426,13 @@ def check_callback_exercise(handler_cls: type, hint: str = "") -> CheckResult:
     from langchain_core.messages import AIMessage
 
     def passed() -> bool:
-        replies = [AIMessage(t, usage_metadata={"input_tokens": i, "output_tokens": o,
-                                                "total_tokens": i + o})
-                   for t, i, o in (("a", 10, 2), ("b", 20, 5), ("c", 1, 1))]  # fmt: skip
+        usage = [("a", 10, 2), ("b", 20, 5), ("c", 1, 1)]  # (reply, input, output tokens)
+        replies = [
+            AIMessage(
+                t, usage_metadata={"input_tokens": i, "output_tokens": o, "total_tokens": i + o}
+            )
+            for t, i, o in usage
+        ]
         chain = ChatPromptTemplate.from_messages([("human", "{q}")]) | GenericFakeChatModel(
             messages=iter(replies)
         )

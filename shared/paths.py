@@ -3,7 +3,10 @@
 Everything the course writes (converted models, tokenizer caches, Hugging Face caches, the local
 server's log and pid, lesson databases) goes under :func:`cache_dir`, which is ``<repo>/.cache``
 unless ``GENAI_CACHE_DIR`` says otherwise. :func:`configure_environment` points the libraries'
-own caches there, so a course run leaves the home directory untouched.
+own caches there, so a course run leaves the home directory untouched. Nothing happens on
+import: call it first, before importing a library that reads its cache variable when imported
+(``huggingface_hub``, ``transformers`` and ``sentence_transformers`` read ``HF_HOME``). Every
+notebook's setup cell starts with that call; the Makefile exports the same variables.
 """
 
 from __future__ import annotations
@@ -61,10 +64,10 @@ def cache_dir(*parts: str, create: bool = True) -> Path:
 
 
 def configure_environment() -> dict[str, str]:
-    """Point library caches at the course cache and keep default paths offline-safe.
+    """Point library caches at the course cache and turn the libraries' telemetry off.
 
-    Only variables that are not set already are changed, so a learner's own settings win.
-    Returns the variables this call set.
+    Only variables that are not set already are changed, so a learner's own settings win; a
+    second call changes nothing. Returns the variables this call set.
     """
     root = cache_dir()
     wanted = {

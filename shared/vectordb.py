@@ -4,7 +4,7 @@
 * :class:`MiniLMEmbeddingFunction`: the lesson's registered Chroma embedding function over the
   packaged MiniLM; :class:`MiniLMEmbeddings` is the same model for LangChain;
   :func:`embedding_function` / :func:`langchain_embeddings` follow ``EMBEDDING_PROVIDER``;
-* :func:`persistent_client`, :func:`start_chroma_server` (a ``chroma run`` that always stops);
+* :func:`ephemeral_client`, :func:`persistent_client` (under the course cache);
 * :func:`chunk_text`, :func:`kb_chunks`, :func:`ingest` (stable ids + upsert: idempotent),
   :func:`hit_rate_at_k`, :func:`wilson_interval`; exercise checks that never show the answer.
 
@@ -13,18 +13,12 @@ Chroma's own default embedding function downloads a model on first use: it is ne
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import functools
 import hashlib
 import json
-import os
 import re
-import signal
-import socket
-import subprocess
-import sys
-import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +26,7 @@ from typing import Any
 
 import chromadb
 import numpy as np
-from chromadb.api.types import Documents, EmbeddingFunction, Embeddings
+from chromadb.api.types import Documents, EmbeddingFunction, Embeddings, Space
 from chromadb.config import Settings as ChromaSettings
 from chromadb.utils.embedding_functions import (
     OpenAIEmbeddingFunction,
@@ -43,25 +37,36 @@ from langchain_core.embeddings import Embeddings as _LCEmbeddings
 
 from shared import metrics
 from shared.checks import CheckResult, check
-from shared.config import FriendlyError, Settings, load_settings
+from shared.config import Settings, load_settings
+from shared.io import read_jsonl
 from shared.models import EMBEDDING_MODEL_ID, load_embedder
 from shared.paths import cache_dir, data_path
 
-# fmt: off
 __all__ = [
-    "ChromaServer", "ChromaServerError", "KbDoc", "MiniLMEmbeddingFunction", "MiniLMEmbeddings",
-    "EXERCISES", "answer_digest", "check_digest", "check_embedding_exercise", "check_exercise",
-    "check_faq_exercise", "chunk_text", "embedding_function", "ephemeral_client",
-    "hit_rate_at_k", "ingest", "kb_chunks", "langchain_embeddings", "load_kb", "load_questions",
-    "parse_front_matter", "persistent_client", "start_chroma_server", "wilson_interval",
+    "EXERCISES",
+    "KbDoc",
+    "MiniLMEmbeddingFunction",
+    "MiniLMEmbeddings",
+    "answer_digest",
+    "check_digest",
+    "check_embedding_exercise",
+    "check_exercise",
+    "check_faq_exercise",
+    "chunk_text",
+    "embedding_function",
+    "ephemeral_client",
+    "hit_rate_at_k",
+    "ingest",
+    "kb_chunks",
+    "langchain_embeddings",
+    "load_kb",
+    "load_questions",
+    "parse_front_matter",
+    "persistent_client",
+    "wilson_interval",
 ]
-# fmt: on
 
 _FRONT = re.compile(r"\A---\n(.*?)\n---\n", re.S)
-
-
-class ChromaServerError(FriendlyError):
-    """The local ``chroma run`` server could not be started."""
 
 
 # ---------------------------------------------------------------------------- knowledge base
@@ -106,8 +111,8 @@ def load_questions(split: str | None = None, answerable: bool | None = None) -> 
     True keeps those with a ``doc_id``, False the out-of-scope ones."""
     if split not in (None, "dev", "test"):
         raise ValueError(f"split must be None, 'dev' or 'test', not {split!r}")
-    lines = data_path("kb", "questions.jsonl").read_text().splitlines()
-    rows = [json.loads(line) for line in lines]
+    required = ("id", "question", "doc_id", "split")
+    rows = read_jsonl(data_path("kb", "questions.jsonl"), required)
     rows = [r for r in rows if split is None or r["split"] == split]
     if answerable is not None:
         rows = [r for r in rows if (r["doc_id"] is not None) == answerable]
@@ -143,7 +148,7 @@ class MiniLMEmbeddingFunction(EmbeddingFunction[Documents]):
     def name() -> str:
         return "course-minilm-l6-v2"
 
-    def default_space(self) -> str:  # type: ignore[override]
+    def default_space(self) -> Space:
         return "cosine"
 
     def get_config(self) -> dict[str, Any]:
@@ -162,13 +167,16 @@ def embedding_function(settings: Settings | None = None) -> EmbeddingFunction:
     """
     s = settings or load_settings()
     if s.embedding_provider == "openai":
-        # Chroma reads the key from an environment variable (and stores only its name).
-        os.environ.setdefault("CHROMA_OPENAI_API_KEY", s.embedding_api_key.reveal())
-        return OpenAIEmbeddingFunction(
-            model_name=s.embedding_model,
-            api_base=s.embedding_base_url,
-            api_key_env_var="CHROMA_OPENAI_API_KEY",
-        )
+        # The key is handed to the function, never written to os.environ. Chroma warns that a
+        # key given this way is not stored with the collection: reopening it in another process
+        # needs the function again (or CHROMA_OPENAI_API_KEY set by the learner).
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Direct api_key configuration", DeprecationWarning)
+            return OpenAIEmbeddingFunction(
+                api_key=s.embedding_api_key.reveal(),
+                model_name=s.embedding_model,
+                api_base=s.embedding_base_url,
+            )
     return MiniLMEmbeddingFunction()
 
 
@@ -217,99 +225,6 @@ def persistent_client(name: str = "lesson05", allow_reset: bool = False) -> Any:
     )
 
 
-@dataclass
-class ChromaServer:
-    """A ``chroma run`` server started by :func:`start_chroma_server`; ``stop()`` ends it."""
-
-    host: str
-    port: int
-    path: str
-    pid: int
-    log: str
-    _proc: Any = None
-
-    url = property(lambda self: f"http://{self.host}:{self.port}")
-
-    def client(self) -> Any:
-        """An ``HttpClient`` talking to this server."""
-        return chromadb.HttpClient(
-            host=self.host, port=self.port, settings=_chroma_settings(allow_reset=False)
-        )
-
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    def stop(self) -> None:
-        """Terminate the server (its whole process group); safe to call twice."""
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            if self._proc is None:
-                return
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self._proc.pid, sig)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self._proc.wait(timeout=10)
-                self._proc = None
-
-    def __enter__(self) -> ChromaServer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-def _free_port(host: str, port: int = 0) -> int:
-    """``port`` if it can be bound on ``host`` (0: any free port); raises OSError if it is taken."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, port))
-        return s.getsockname()[1]
-
-
-def start_chroma_server(
-    name: str = "lesson05-server", port: int | None = None, host: str = "127.0.0.1",
-    timeout: float = 60.0,
-) -> ChromaServer:  # fmt: skip
-    """Start ``chroma run`` over ``cache_dir("chroma", name)`` on a free port; wait for heartbeat.
-
-    Use it as a context manager (``with start_chroma_server() as server:``); it is also stopped
-    when Python exits, so no server outlives the kernel.
-    """
-    import httpx
-
-    exe = Path(sys.executable).with_name("chroma")
-    if not exe.exists():
-        raise ChromaServerError(f"The chroma command is missing ({exe}); reinstall: `make lab`.")
-    try:
-        port = _free_port(host, port or 0)
-    except OSError:
-        raise ChromaServerError(
-            f"Port {port} on {host} is already in use: pick another port, or leave it out to "
-            f"get a free one (`lsof -i :{port}` shows what holds it)."
-        ) from None
-    path = cache_dir("chroma", name)
-    log = cache_dir("chroma") / f"server-{port}.log"
-    cmd = [str(exe), "run", "--path", str(path), "--host", host, "--port", str(port)]
-    with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
-    server = ChromaServer(host, port, str(path), proc.pid, str(log), proc)
-    atexit.register(server.stop)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            server._proc = None
-            raise ChromaServerError(
-                f"`chroma run` exited with code {proc.returncode}. "
-                f"Its log ({log}):\n{log.read_text()[-1500:]}"
-            )
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{server.url}/api/v2/heartbeat", timeout=1.0).status_code == 200:
-                return server
-        time.sleep(0.2)
-    server.stop()
-    raise ChromaServerError(f"`chroma run` did not answer on port {port} within {timeout:.0f} s "
-                            f"and was stopped; see {log}.")  # fmt: skip
-
-
 # ---------------------------------------------------------------------------- ingestion
 def chunk_text(text: str, max_words: int = 120, overlap: int = 20) -> list[str]:
     """Chunks of at most ``max_words`` words, cut at paragraph ends first; a longer paragraph
@@ -343,14 +258,20 @@ def kb_chunks(
         for n, chunk in enumerate(chunk_text(doc.text, max_words, overlap)):
             ids.append(f"{doc.id}#{n}")
             texts.append(chunk)
-            metas.append({"doc_id": doc.id, "title": doc.title, "category": doc.category,
-                          "chunk": n})  # fmt: skip
+            metas.append(
+                {"doc_id": doc.id, "title": doc.title, "category": doc.category, "chunk": n}
+            )
     return ids, texts, metas
 
 
-def ingest(collection: Any, ids: Sequence[str], documents: Sequence[str],
-           metadatas: Sequence[dict] | None = None, batch_size: int = 64,
-           progress: bool = True) -> int:  # fmt: skip
+def ingest(
+    collection: Any,
+    ids: Sequence[str],
+    documents: Sequence[str],
+    metadatas: Sequence[dict] | None = None,
+    batch_size: int = 64,
+    progress: bool = True,
+) -> int:
     """Upsert in batches (with a progress bar); re-running never duplicates. Returns the count."""
     if len(set(ids)) != len(ids):
         raise ValueError("ids must be unique: a duplicate id would silently overwrite a chunk")
@@ -420,18 +341,28 @@ def check_embedding_exercise(cls: Any, hint: str = "") -> CheckResult:
 
     def passed() -> bool:
         ef = cls(max_words=5)
-        return (isinstance(ef, EmbeddingFunction) and cls.name() == "first-words-minilm"
-                and known_embedding_functions.get(cls.name()) is cls
-                and ef.get_config() == {"max_words": 5} and same(ef, 5) and same(cls(), 20)
-                and same(type(ef).build_from_config(ef.get_config()), 5))  # fmt: skip
+        registered = cls.name() == "first-words-minilm"
+        registered = registered and known_embedding_functions.get(cls.name()) is cls
+        rebuilt = type(ef).build_from_config(ef.get_config())
+        return (
+            isinstance(ef, EmbeddingFunction)
+            and registered
+            and ef.get_config() == {"max_words": 5}
+            and same(ef, 5)
+            and same(cls(), 20)
+            and same(rebuilt, 5)
+        )
 
     return check("an embedding function over the first words", passed, hint)
 
 
 def check_faq_exercise(add_faq: Any, client: Any, hint: str = "") -> CheckResult:
     """Exercise 3: ``add_faq(collection, entries)`` twice (once edited): 3 current records."""
-    v1 = ["Saturday orders leave the warehouse on Monday.", "We plant a tree for every order.",
-          "Our packaging is recycled cardboard."]  # fmt: skip
+    v1 = [
+        "Saturday orders leave the warehouse on Monday.",
+        "We plant a tree for every order.",
+        "Our packaging is recycled cardboard.",
+    ]
     v2 = [v1[0], "We plant two trees for every order.", v1[2]]
 
     def passed() -> bool:

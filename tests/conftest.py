@@ -1,4 +1,13 @@
-"""Shared fixtures: settings built from a clean environment, and a real local server for tests."""
+"""Shared fixtures: settings built from a clean environment, a real local server, the real model.
+
+The course cache is applied first, as every notebook's setup cell does, so the libraries imported
+by the tests find their caches there (``import shared`` itself changes nothing).
+
+Tests that use the real server or the real model (the ``local_server`` and ``chat`` fixtures) are
+marked ``slow`` here; tests that start a server or load a model themselves carry the mark in
+their own file. ``pytest -m "not slow"`` runs the fast tests only; a plain ``pytest`` (and
+``make test``) runs everything.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +15,20 @@ import os
 
 import pytest
 
-from shared import llm
+from shared import llm, paths
 from shared.config import Settings, load_settings
 
+paths.configure_environment()  # before any test module imports transformers & co.
+
 TEST_PORT = int(os.environ.get("GENAI_TEST_PORT", "8791"))
+#: fixtures that start the real server or load the real model: their tests are ``slow``.
+SLOW_FIXTURES = {"local_server", "chat"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 def settings_from(env: dict[str, str]) -> Settings:

@@ -9,6 +9,8 @@ from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from langchain_core.runnables import RunnableLambda
 
 from shared import chains
+from shared.io import read_jsonl
+from shared.paths import data_path
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +26,8 @@ def con(db):
 
 
 def test_shop_db_contents(con) -> None:
-    counts = {t: con.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
-              for t in ("customers", "products", "orders", "order_items")}  # fmt: skip
+    tables = ("customers", "products", "orders", "order_items")
+    counts = {t: con.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in tables}
     assert counts == {"customers": 20, "products": 30, "orders": 48, "order_items": 81}
     total = con.execute(
         "SELECT ROUND(SUM(quantity * unit_price), 2) FROM order_items WHERE order_id = 1042"
@@ -36,12 +38,23 @@ def test_shop_db_contents(con) -> None:
     )
 
 
+def _mark(db) -> None:
+    with sqlite3.connect(db) as c:  # a row the build never writes: gone once rebuilt
+        c.execute("INSERT INTO build_info VALUES ('mark', 'x')")
+
+
+def _marked(db) -> bool:
+    with sqlite3.connect(db) as c:
+        return c.execute("SELECT COUNT(*) FROM build_info WHERE key = 'mark'").fetchone()[0] == 1
+
+
 def test_shop_db_is_idempotent(db) -> None:
-    before = db.stat().st_mtime_ns
+    _mark(db)
     assert chains.build_shop_db(db) == db
-    assert db.stat().st_mtime_ns == before  # same sources: not rebuilt
-    chains.build_shop_db(db, force=True)
-    assert db.stat().st_mtime_ns >= before
+    assert _marked(db)  # same sources: not rebuilt
+    assert chains.build_shop_db(db, force=True) == db
+    assert not _marked(db)  # forced: rebuilt
+    assert not list(db.parent.glob("*.tmp"))  # and the temporary file is gone
     db.write_bytes(b"not a database")  # a broken file is rebuilt, not trusted
     chains.build_shop_db(db)
     with sqlite3.connect(db) as c:
@@ -56,9 +69,14 @@ def test_connection_is_read_only(con) -> None:
 
 @pytest.mark.parametrize(
     "sql",
-    ["SELECT * FROM orders", "select 1;", "```sql\nSELECT name FROM products;\n```",
-     "WITH t AS (SELECT 1 AS x) SELECT x FROM t", "SELECT 'drop table' AS note"],
-)  # fmt: skip
+    [
+        "SELECT * FROM orders",
+        "select 1;",
+        "```sql\nSELECT name FROM products;\n```",
+        "WITH t AS (SELECT 1 AS x) SELECT x FROM t",
+        "SELECT 'drop table' AS note",
+    ],
+)
 def test_guard_accepts_single_selects(sql: str) -> None:
     cleaned = chains.guard_sql(sql)
     assert cleaned.lower().startswith(("select", "with")) and not cleaned.endswith(";")
@@ -66,15 +84,17 @@ def test_guard_accepts_single_selects(sql: str) -> None:
 
 @pytest.mark.parametrize(
     ("sql", "reason"),
-    [("DELETE FROM orders", "starts with 'DELETE'"),
-     ("UPDATE orders SET status = 'x'", "starts with 'UPDATE'"),
-     ("SELECT 1; DROP TABLE orders", "several statements"),
-     ("SELECT 1; SELECT 2", "several statements"),
-     ("PRAGMA table_info(orders)", "starts with 'PRAGMA'"),
-     ("WITH t AS (SELECT 1) DELETE FROM orders", "writing keyword 'DELETE'"),
-     ("SELECT * FROM orders -- harmless\n; INSERT INTO orders VALUES (1)", "several statements"),
-     ("   ", "No SQL statement")],
-)  # fmt: skip
+    [
+        ("DELETE FROM orders", "starts with 'DELETE'"),
+        ("UPDATE orders SET status = 'x'", "starts with 'UPDATE'"),
+        ("SELECT 1; DROP TABLE orders", "several statements"),
+        ("SELECT 1; SELECT 2", "several statements"),
+        ("PRAGMA table_info(orders)", "starts with 'PRAGMA'"),
+        ("WITH t AS (SELECT 1) DELETE FROM orders", "writing keyword 'DELETE'"),
+        ("SELECT * FROM orders -- harmless\n; INSERT INTO orders VALUES (1)", "several statements"),
+        ("   ", "No SQL statement"),
+    ],
+)
 def test_guard_rejects_writes_and_multiple_statements(sql: str, reason: str) -> None:
     with pytest.raises(chains.UnsafeSQLError, match=reason):
         chains.guard_sql(sql)
@@ -94,19 +114,6 @@ def test_extract_sql_and_run_select(con) -> None:
     assert cols == ["status", "n"] and rows[0] == ("delivered", 41)
 
 
-def test_parse_model_json_validates() -> None:
-    reply = 'Here you go:\n```json\n{"name": "Xiaohong", "age": 6, "height_cm": 140}\n```'
-    assert chains.parse_model_json(reply, chains.Person) == chains.Person(
-        name="Xiaohong", age=6, height_cm=140
-    )
-    with pytest.raises(chains.ModelOutputError, match="age"):
-        chains.parse_model_json('{"name": "Xiaohong", "age": "six"}', chains.Person)
-    with pytest.raises(chains.ModelOutputError, match="height_cm"):
-        chains.parse_model_json('{"name": "Xiaoming", "height_cm": 1300}', chains.Person)
-    with pytest.raises(chains.ModelOutputError, match="No complete JSON"):
-        chains.parse_model_json('{"name": "Xiaohong", "age": 6', chains.Person)
-
-
 def test_customer_connection_is_least_privilege(db) -> None:
     con = chains.connect_customer_db(17, db)
     assert con.execute("SELECT COUNT(*) FROM my_orders").fetchone() == (5,)
@@ -117,10 +124,13 @@ def test_customer_connection_is_least_privilege(db) -> None:
     assert chains.run_select("SELECT name FROM products WHERE price > 400", con)[1] == [
         ("Folding Dining Table",)
     ]
-    for sql, culprit in [("SELECT name, email FROM customers", "customers.name"),
-                         ("SELECT * FROM orders", "orders.order_id"),
-                         ("SELECT customer_id FROM orders", "orders.customer_id"),
-                         ("SELECT bulky FROM products", "products.bulky")]:  # fmt: skip
+    refused = [
+        ("SELECT name, email FROM customers", "customers.name"),
+        ("SELECT * FROM orders", "orders.order_id"),
+        ("SELECT customer_id FROM orders", "orders.customer_id"),
+        ("SELECT bulky FROM products", "products.bulky"),
+    ]
+    for sql, culprit in refused:
         with pytest.raises(sqlite3.DatabaseError, match=f"access to {culprit} is prohibited"):
             con.execute(sql)
     with pytest.raises(sqlite3.DatabaseError, match="not authorized"):  # no recursion
@@ -130,14 +140,14 @@ def test_customer_connection_is_least_privilege(db) -> None:
         )
     slow = chains.connect_customer_db(17, db, time_limit_s=0.2)
     with pytest.raises(sqlite3.OperationalError, match="interrupted"):
-        slow.execute("SELECT COUNT(*) FROM products a, products b, products c, products d, "
-                     "products e, products f").fetchall()  # fmt: skip
+        six_products = ", ".join(f"products {t}" for t in "abcdef")
+        slow.execute(f"SELECT COUNT(*) FROM {six_products}").fetchall()
     assert slow.execute("SELECT COUNT(*) FROM products").fetchone() == (30,)  # clock restarts
 
 
 def test_sql_questions_gold_answers_run(db) -> None:
     con = chains.connect_customer_db(17, db)
-    questions = chains.load_jsonl("shop", "sql_questions.jsonl")
+    questions = read_jsonl(data_path("shop", "sql_questions.jsonl"), ("id", "question", "sql"))
     assert len(questions) >= 15 and len({q["id"] for q in questions}) == len(questions)
     for q in questions:
         rows = chains.run_select(q["sql"], con)[1]
@@ -152,7 +162,7 @@ def test_sql_questions_gold_answers_run(db) -> None:
 
 
 def test_people_data() -> None:
-    people = chains.load_jsonl("extraction", "people.jsonl")
+    people = read_jsonl(data_path("extraction", "people.jsonl"), ("sentence", "name"))
     assert len(people) >= 12
     for row in people:
         chains.Person(name=row["name"], age=row["age"], height_cm=row["height_cm"])

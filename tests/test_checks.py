@@ -46,7 +46,13 @@ def test_assert_all_passed() -> None:
     assert checks.results() == [("ok", True), ("bad", False)]
 
 
-def test_result_is_truthy_and_silent_in_jupyter() -> None:
+def test_result_is_truthy_and_silent_in_jupyter(capsys) -> None:
+    from IPython.core.formatters import DisplayFormatter
+
     ok, bad = checks.check("a", True), checks.check("b", False)
     assert ok and not bad and repr(bad) == "CheckResult(passed=False)"
-    assert ok._ipython_display_() is None
+    capsys.readouterr()
+    # What Jupyter shows for a cell ending in check(...): nothing (the printed line says it all).
+    assert DisplayFormatter().format(ok) == ({}, {})
+    assert DisplayFormatter().format(bad) == ({}, {})
+    assert capsys.readouterr().out == ""

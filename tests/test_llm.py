@@ -1,24 +1,29 @@
 """shared.llm: one OpenAI-style API over a real local server, and clear errors for every failure.
 
 The "OpenAI-compatible endpoint" branch is exercised for real: the official SDK, configured only
-through OPENAI_BASE_URL + OPENAI_API_KEY, talks to a separately started local server.
+through OPENAI_BASE_URL + OPENAI_API_KEY, talks to a separately started local server. Tests that
+use that server are ``slow`` (conftest marks them); the error paths run against tiny HTTP servers.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import httpx
 import openai
 import pytest
+from conftest import settings_from
 
 from shared import llm
 from shared import server as local_server_module
-from shared.config import load_settings
 from shared.models import ModelNotPreparedError
+from shared.paths import cache_dir
+from shared.processes import free_port, pid_alive
 
 POEM = [
     {
@@ -32,16 +37,6 @@ POEM = [
     },
 ]
 KEY = "sk-wrong-0123456789abcdef"
-
-
-def settings_from(env: dict[str, str]):
-    return load_settings(environ=env, use_dotenv=False)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_poem_from_the_default_local_provider(local_server) -> None:
@@ -88,38 +83,44 @@ def test_running_server_is_reused(local_server) -> None:
     assert llm.server_status(local_server.port).pid == local_server.pid
 
 
-class _Reject401(BaseHTTPRequestHandler):
-    def _reply(self) -> None:
-        body = json.dumps(
-            {
-                "error": {
-                    "message": "Incorrect API key provided: sk-wr***cdef.",
-                    "type": "invalid_request_error",
-                    "code": "invalid_api_key",
-                }
-            }
-        )
-        self.send_response(401)
+class _JSONHandler(BaseHTTPRequestHandler):
+    """A tiny HTTP endpoint for the error paths: replies with JSON, logs nothing."""
+
+    def _json(self, status: int, payload: dict) -> None:
+        self.send_response(status)
         self.send_header("content-type", "application/json")
         self.end_headers()
-        self.wfile.write(body.encode())
-
-    do_GET = do_POST = _reply
+        self.wfile.write(json.dumps(payload).encode())
 
     def log_message(self, *args) -> None:  # keep test output quiet
         pass
 
 
-def test_wrong_key_gives_one_paragraph_with_the_fix() -> None:
-    server = HTTPServer(("127.0.0.1", 0), _Reject401)
+@contextlib.contextmanager
+def _serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """Serve ``handler`` on a free port in a thread; yield its OpenAI-style base URL."""
+    server = HTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        url = f"http://127.0.0.1:{server.server_port}/v1"
+        yield f"http://127.0.0.1:{server.server_port}/v1"
+    finally:
+        server.shutdown()
+
+
+class _Reject401(_JSONHandler):
+    def _reply(self) -> None:
+        error = {"message": "Incorrect API key provided: sk-wr***cdef."}
+        error |= {"type": "invalid_request_error", "code": "invalid_api_key"}
+        self._json(401, {"error": error})
+
+    do_GET = do_POST = _reply
+
+
+def test_wrong_key_gives_one_paragraph_with_the_fix() -> None:
+    with _serving(_Reject401) as url:
         s = settings_from({"OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": url})
         with pytest.raises(llm.ProviderError) as err:
             llm.client(s)
-    finally:
-        server.shutdown()
     msg = str(err.value)
     assert "rejected the API key (HTTP 401)" in msg and "OPENAI_API_KEY" in msg and url in msg
     assert KEY not in msg and "\n" not in msg
@@ -190,7 +191,6 @@ def test_port_taken_by_another_program() -> None:
 def test_a_running_course_server_that_does_not_answer_is_reported(monkeypatch) -> None:
     """The state file names a live process (this one) but nothing answers on the port: the
     course waits, then says how to restart it, instead of blaming another program."""
-    import json
     import os
 
     from shared import server
@@ -199,7 +199,7 @@ def test_a_running_course_server_that_does_not_answer_is_reported(monkeypatch) -
         silent.bind(("127.0.0.1", 0))
         silent.listen()
         port = silent.getsockname()[1]
-        state = server._state_file(port)
+        state = cache_dir("server") / f"server-{port}.json"  # where a course server is recorded
         state.write_text(
             json.dumps(
                 {
@@ -221,6 +221,7 @@ def test_a_running_course_server_that_does_not_answer_is_reported(monkeypatch) -
             state.unlink()
 
 
+@pytest.mark.slow  # starts a real `transformers serve`
 def test_server_that_dies_shows_its_log(tmp_path) -> None:
     with pytest.raises(llm.ServerStartError, match="exited .* Last lines of") as err:
         llm.start_server(
@@ -246,7 +247,7 @@ def test_stop_stops_the_process(local_server) -> None:
     server = llm.start_server(source=local_server.source, engine=local_server.engine, settings=s)
     assert llm.server_status(port) is not None
     assert llm.stop_server(port) == [port]
-    assert llm.server_status(port) is None and not local_server_module._pid_alive(server.pid)
+    assert llm.server_status(port) is None and not pid_alive(server.pid)
     assert llm.stop_server(port) == []
 
 
@@ -265,16 +266,39 @@ def test_a_running_server_with_another_engine_is_not_silently_reused(local_serve
         llm.client(s)
 
 
+class _Compatible(_JSONHandler):
+    """An OpenAI-compatible endpoint that records each request body and answers "ok"."""
+
+    bodies: list[dict] = []
+
+    def do_GET(self) -> None:  # models.list(), the client's first check
+        self._json(200, {"object": "list", "data": [{"id": "m", "object": "model"}]})
+
+    def do_POST(self) -> None:
+        _Compatible.bodies.append(json.loads(self.rfile.read(int(self.headers["content-length"]))))
+        choice = {"index": 0, "finish_reason": "stop"}
+        choice["message"] = {"role": "assistant", "content": "ok"}
+        reply = {"id": "x", "object": "chat.completion", "created": 0, "model": "m"}
+        self._json(200, {**reply, "choices": [choice]})
+
+
+def test_chat_model_sends_max_tokens_to_compatible_servers() -> None:
+    """LangChain writes a limit as max_completion_tokens, which llama.cpp & co. ignore."""
+    _Compatible.bodies.clear()
+    with _serving(_Compatible) as url:
+        s = settings_from({"OPENAI_API_KEY": "k", "OPENAI_BASE_URL": url, "OPENAI_MODEL": "m"})
+        model = llm.chat_model(s, max_tokens=5, temperature=0, extra_body={"top_k": 1})
+        assert model.invoke("hi").content == "ok"
+    (body,) = _Compatible.bodies
+    assert (body["max_tokens"], body["top_k"], body["temperature"]) == (5, 1, 0)
+    assert "max_completion_tokens" not in body
+
+
 def test_langchain_max_tokens_is_honoured_by_compatible_servers(local_server) -> None:
     s = settings_from({"LOCAL_SERVER_PORT": str(local_server.port)})
     model = llm.chat_model(s, max_tokens=5, temperature=0)
     reply = model.invoke("Write a long story about a dragon.")
     assert 0 < reply.usage_metadata["output_tokens"] <= 5
-    compatible = llm._compatible_chat()(
-        model="m", api_key="x", base_url="http://h/v1", max_tokens=5
-    )
-    assert compatible._get_request_payload("hi")["max_tokens"] == 5
-    assert "max_completion_tokens" not in compatible._get_request_payload("hi")
 
 
 def test_a_stream_is_not_cut_short_by_another_request(local_server) -> None:

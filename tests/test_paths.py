@@ -34,6 +34,12 @@ def test_missing_data_file_names_the_path() -> None:
         paths.data_path("no_such_file.csv")
 
 
+def test_cache_dir_can_only_name_a_folder(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("GENAI_CACHE_DIR", str(tmp_path / "c"))
+    assert paths.cache_dir("x", create=False) == tmp_path / "c" / "x"
+    assert not (tmp_path / "c").exists()  # create=False creates nothing, not even the root
+
+
 def test_configure_environment_keeps_user_settings(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("GENAI_CACHE_DIR", str(tmp_path))
     monkeypatch.setenv("HF_HOME", "/my/hf")
@@ -43,3 +49,4 @@ def test_configure_environment_keeps_user_settings(tmp_path, monkeypatch) -> Non
     assert os.environ["HF_HOME"] == "/my/hf" and "HF_HOME" not in changed
     assert changed["TIKTOKEN_CACHE_DIR"] == str(tmp_path / "tiktoken")
     assert (tmp_path / "huggingface" / "hub").is_dir()
+    assert paths.configure_environment() == {}  # a second call changes nothing

@@ -1,7 +1,11 @@
-"""Tests for shared.vectordb: knowledge base, embedding function, ingestion, filters, server."""
+"""Tests for shared.vectordb: knowledge base, embedding functions, clients, ingestion, checks.
+
+Tests that embed with the real MiniLM (or start a llama.cpp server) are marked ``slow``.
+"""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import uuid
@@ -10,7 +14,7 @@ import numpy as np
 import pytest
 
 from shared import vectordb
-from shared.paths import cache_dir
+from shared.processes import free_port
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +69,7 @@ def test_front_matter_parsing() -> None:
         vectordb.parse_front_matter("# just a body")
 
 
+@pytest.mark.slow
 def test_embedding_function_vectors(ef) -> None:
     vecs = np.array(ef(["Where is my parcel?", "How do I track my order?", "cast-iron pan care"]))
     assert vecs.shape == (3, 384)
@@ -99,8 +104,12 @@ def test_embedding_settings_are_their_own() -> None:
     assert "sk-test" not in repr(s) and "sk-test" not in str(s.describe())
     lc = vectordb.langchain_embeddings(s)
     assert isinstance(lc, OpenAIEmbeddings) and lc.check_embedding_ctx_length  # OpenAI itself
-    env = {"EMBEDDING_PROVIDER": "OpenAI", "EMBEDDING_MODEL": "m", "EMBEDDING_API_KEY": "k",
-           "EMBEDDING_BASE_URL": "http://127.0.0.1:9/v1"}  # fmt: skip
+    env = {
+        "EMBEDDING_PROVIDER": "OpenAI",
+        "EMBEDDING_MODEL": "m",
+        "EMBEDDING_API_KEY": "k",
+        "EMBEDDING_BASE_URL": "http://127.0.0.1:9/v1",
+    }
     s = load_settings(environ=env, use_dotenv=False)
     assert s.provider == "local"  # the chat provider is untouched
     assert (s.embedding_provider, s.embedding_model, s.embedding_api_key.reveal()) == (
@@ -108,7 +117,10 @@ def test_embedding_settings_are_their_own() -> None:
         "m",
         "k",
     )
-    assert type(vectordb.embedding_function(s)).__name__ == "OpenAIEmbeddingFunction"
+    before = dict(os.environ)
+    openai_ef = vectordb.embedding_function(s)
+    assert type(openai_ef).__name__ == "OpenAIEmbeddingFunction" and openai_ef.api_key == "k"
+    assert dict(os.environ) == before  # the key is handed over, never written to os.environ
     assert not vectordb.langchain_embeddings(s).check_embedding_ctx_length  # sends plain text
     with pytest.raises(ConfigError, match="EMBEDDING_PROVIDER='cohere'"):
         load_settings(environ={"EMBEDDING_PROVIDER": "cohere"}, use_dotenv=False)
@@ -119,7 +131,6 @@ def test_embedding_settings_are_their_own() -> None:
 @pytest.mark.slow
 def test_openai_style_embeddings_against_a_real_server() -> None:
     """llama.cpp's OpenAI-compatible server, embeddings on (mean pooling), on a free port."""
-    import os
     import signal
     import time
 
@@ -128,14 +139,14 @@ def test_openai_style_embeddings_against_a_real_server() -> None:
     from shared.config import load_settings
     from shared.models import smollm2_gguf_path
 
-    port = vectordb._free_port("127.0.0.1")
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_gguf_path()),
-           "--model_alias", "smollm2-embed", "--embedding", "true",
-           "--kv_overrides", "llama.pooling_type=int:1",  # mean of the token vectors
-           "--host", "127.0.0.1", "--port", str(port), "--n_threads", "1",
-           "--verbose", "False"]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-                            start_new_session=True)  # fmt: skip
+    port = free_port()
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_gguf_path())]
+    cmd += ["--model_alias", "smollm2-embed", "--embedding", "true"]
+    cmd += ["--kv_overrides", "llama.pooling_type=int:1"]  # mean of the token vectors
+    cmd += ["--host", "127.0.0.1", "--port", str(port), "--n_threads", "1", "--verbose", "False"]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True
+    )
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -147,9 +158,12 @@ def test_openai_style_embeddings_against_a_real_server() -> None:
                 pass
             assert time.monotonic() < deadline, "the llama.cpp server did not answer"
             time.sleep(0.3)
-        env = {"EMBEDDING_PROVIDER": "openai", "EMBEDDING_MODEL": "smollm2-embed",
-               "EMBEDDING_BASE_URL": f"http://127.0.0.1:{port}/v1",
-               "EMBEDDING_API_KEY": "not-needed"}  # fmt: skip
+        env = {
+            "EMBEDDING_PROVIDER": "openai",
+            "EMBEDDING_MODEL": "smollm2-embed",
+            "EMBEDDING_BASE_URL": f"http://127.0.0.1:{port}/v1",
+            "EMBEDDING_API_KEY": "not-needed",
+        }
         s = load_settings(environ=env, use_dotenv=False)
         ef = vectordb.embedding_function(s)
         texts = ["Where is my parcel?", "Gift cards are valid for three years.", "Hello"]
@@ -181,6 +195,7 @@ def test_wilson_interval_and_digests() -> None:
     assert vectordb.answer_digest(["a", "b"]) != vectordb.answer_digest(["b", "a"])
 
 
+@pytest.mark.slow
 def test_exercise_checks_fail_on_wrong_answers(mem) -> None:
     from chromadb.api.types import Documents, EmbeddingFunction, Embeddings
     from chromadb.utils.embedding_functions import register_embedding_function
@@ -232,16 +247,7 @@ def test_exercise_checks_fail_on_wrong_answers(mem) -> None:
     assert vectordb.check_faq_exercise(with_upsert, mem)
 
 
-def test_chroma_server_port_busy_is_a_clear_error() -> None:
-    import socket
-
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
-        busy.listen()
-        with pytest.raises(vectordb.ChromaServerError, match="already in use"):
-            vectordb.start_chroma_server("pytest-busy", port=busy.getsockname()[1])
-
-
+@pytest.mark.slow
 def test_registered_function_reopens_in_a_new_process(ef) -> None:
     store = vectordb.persistent_client("pytest-reopen")
     col = store.get_or_create_collection("reopen", embedding_function=ef)
@@ -271,6 +277,7 @@ def test_chunking() -> None:
     assert ids[0].endswith("#0") and metas[0]["doc_id"] == ids[0].split("#")[0]
 
 
+@pytest.mark.slow
 def test_ingestion_is_idempotent(mem, ef) -> None:
     col = mem.create_collection("kb-test", embedding_function=ef)
     docs = vectordb.load_kb()[:6]
@@ -282,27 +289,6 @@ def test_ingestion_is_idempotent(mem, ef) -> None:
         vectordb.ingest(col, ["x", "x"], ["a", "b"], progress=False)
     with pytest.raises(ValueError, match="same length"):
         vectordb.ingest(col, ["x"], ["a", "b"], progress=False)
-
-
-def test_filters_and_updates(mem) -> None:
-    col = mem.create_collection("filters", configuration={"hnsw": {"space": "l2"}})
-    col.add(
-        ids=["a", "b", "c"],
-        embeddings=[[1, 0], [0, 1], [1, 1]],
-        documents=["red fox", "blue cat", "red cat"],
-        metadatas=[{"kind": "fox", "n": 1}, {"kind": "cat", "n": 2}, {"kind": "cat", "n": 3}],
-    )
-    assert sorted(col.get(where={"$and": [{"kind": "cat"}, {"n": {"$gte": 3}}]})["ids"]) == ["c"]
-    assert sorted(col.get(where={"$or": [{"kind": "fox"}, {"n": 2}]})["ids"]) == ["a", "b"]
-    assert sorted(col.get(where={"n": {"$in": [1, 3]}})["ids"]) == ["a", "c"]
-    assert sorted(col.get(where_document={"$contains": "red"})["ids"]) == ["a", "c"]
-    assert col.query(query_embeddings=[[0.9, 0.1]], n_results=1)["ids"][0] == ["a"]
-    col.update(ids=["zz"], embeddings=[[5, 5]])  # update never inserts
-    assert col.count() == 3
-    col.upsert(ids=["zz"], embeddings=[[5, 5]], documents=["new"])
-    assert col.count() == 4
-    col.delete(where={"kind": "cat"})
-    assert sorted(col.get()["ids"]) == ["a", "zz"]
 
 
 def test_hit_rate_at_k() -> None:
@@ -317,22 +303,10 @@ def test_hit_rate_at_k() -> None:
         vectordb.hit_rate_at_k([["a"]], [None])
 
 
-def test_persistent_client_rejects_paths() -> None:
+def test_persistent_client_stays_inside_the_cache(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("GENAI_CACHE_DIR", str(tmp_path / "cache"))
     with pytest.raises(ValueError, match="plain folder name"):
         vectordb.persistent_client("../outside")
-    assert cache_dir("chroma").is_dir()
-
-
-def test_chroma_server_starts_and_always_stops(ef) -> None:
-    with vectordb.start_chroma_server("pytest-server") as server:
-        client = server.client()
-        assert client.heartbeat() > 0
-        col = client.get_or_create_collection("http-test", embedding_function=ef)
-        col.upsert(ids=["1"], documents=["hello"])
-        assert col.count() == 1
-        pid = server.pid
-    assert not server.running()
-    with pytest.raises(ProcessLookupError):
-        import os
-
-        os.kill(pid, 0)
+    assert not (tmp_path / "cache").exists()  # refused before anything was created
+    vectordb.persistent_client("inside").heartbeat()
+    assert (tmp_path / "cache" / "chroma" / "inside").is_dir()
