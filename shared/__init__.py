@@ -1,17 +1,24 @@
 """Generative AI, hands-on: the course's helper package.
 
-Every lesson notebook imports its helpers from here (``from shared import llm``). Importing this
-package is cheap: it only points every library cache at the course's own cache folder (see
-:mod:`shared.paths`), so a course run writes nothing to the home directory.
+Every lesson notebook imports its helpers from here (``from shared import llm``). Importing the
+package or any of its modules changes nothing: no environment variable is set and no folder is
+created. The course cache (see :mod:`shared.paths`) is applied by an explicit call,
+``paths.configure_environment()``: the first line of every notebook's setup cell, the Makefile's
+exported variables, and the functions that start the local server or load a model.
 
-``LESSONS`` maps each lesson folder to the module that keeps its reusable code; the conventions
-test checks that every lesson has its module and its test file. The other modules are
-cross-cutting: ``paths``, ``config``, ``models``, ``server``, ``llm``, ``checks``, ``metrics``.
+Where things live:
+
+* infrastructure, which any lesson may import: ``paths`` (repository, ``data/``, the cache),
+  ``config`` (settings, :class:`~shared.config.FriendlyError`), ``io`` (JSON lines, atomic
+  writes), ``processes`` (ports, pids), ``models`` (the packaged weights), ``server`` (the local
+  OpenAI-compatible server), ``llm`` (clients for every provider), ``checks`` (exercise
+  feedback), ``metrics`` (scores and intervals);
+* one module per lesson, listed in ``LESSONS``, keeping what a later lesson or the capstone
+  reuses; the capstone (lesson 08) is the subpackage ``support/``. The conventions test checks
+  that every lesson has its module and its tests.
 """
 
 from __future__ import annotations
-
-from shared import paths as _paths
 
 __all__ = ["CROSS_CUTTING", "LESSONS"]
 
@@ -32,11 +39,11 @@ LESSONS: dict[str, str] = {
 CROSS_CUTTING: tuple[str, ...] = (
     "paths",
     "config",
+    "io",
+    "processes",
     "models",
     "server",
     "llm",
     "checks",
     "metrics",
 )
-
-_paths.configure_environment()
