@@ -17,10 +17,12 @@ import pytest
 
 from shared import llm, paths
 from shared.config import Settings, load_settings
+from shared.processes import free_port
 
 paths.configure_environment()  # before any test module imports transformers & co.
 
-TEST_PORT = int(os.environ.get("GENAI_TEST_PORT", "8791"))
+#: the test server's port: GENAI_TEST_PORT, or a free one, so two test runs never share a server.
+TEST_PORT = int(os.environ.get("GENAI_TEST_PORT") or free_port())
 #: fixtures that start the real server or load the real model: their tests are ``slow``.
 SLOW_FIXTURES = {"local_server", "chat"}
 
