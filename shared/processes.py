@@ -20,6 +20,9 @@ def free_port(host: str = "127.0.0.1", port: int = 0) -> int:
     program could take it first; start the server right after.
     """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(
+            socket.SOL_SOCKET, socket.SO_REUSEADDR, 1
+        )  # as servers bind: TIME_WAIT is free
         s.bind((host, port))
         return s.getsockname()[1]
 

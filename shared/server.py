@@ -18,7 +18,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,7 +28,8 @@ import httpx
 
 from shared.config import FriendlyError, Settings, load_settings
 from shared.models import chat_model_source, smollm2_gguf_path
-from shared.paths import cache_dir
+from shared.paths import cache_dir, configure_environment
+from shared.processes import free_port, pid_alive
 
 __all__ = [
     "LOCAL_MODEL_ALIAS",
@@ -82,19 +82,6 @@ def _state_file(port: int) -> Path:
     return cache_dir("server") / f"server-{port}.json"
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    with contextlib.suppress(ChildProcessError, OSError):  # reap our own zombie, if any
-        if os.waitpid(pid, os.WNOHANG)[0] == pid:
-            return False
-    return True
-
-
 def _served_models(host: str, port: int, timeout: float = 2.0) -> list[str] | None:
     """Model ids from ``GET /v1/models``, or None when nothing OpenAI-like answers there."""
     try:
@@ -115,16 +102,6 @@ def _answers(host: str, port: int, patience: float) -> bool:
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.5)
-
-
-def _port_free(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
 
 
 def _command(engine: str, source: str, host: str, port: int) -> tuple[list[str], str]:
@@ -238,6 +215,7 @@ def start_server(
     file (engine ``llamacpp``) or a Hugging Face folder / hub id (engine ``transformers``) to
     serve something else, e.g. a fine-tuned model on another port.
     """
+    configure_environment()  # the server process writes its caches into the course's folder
     s = settings or load_settings()
     if source is None and engine is None:
         engine, source = default_source(s)
@@ -249,13 +227,13 @@ def start_server(
     cmd, name = _command(engine, str(source), host, port)
 
     state = _read_state(port)
-    if state and _pid_alive(state.pid) and not _answers(host, port, BUSY_WAIT_S):
+    if state and pid_alive(state.pid) and not _answers(host, port, BUSY_WAIT_S):
         raise ServerStartError(
             f"The course's server on port {port} (pid {state.pid}) is running but has not "
             f"answered for {BUSY_WAIT_S:.0f}s. If it stays so, restart it: "
             f"`python -m shared.llm stop --port {port}`, then re-run this cell."
         )
-    if state and _pid_alive(state.pid):
+    if state and pid_alive(state.pid):
         if state.source == str(source) and state.engine == engine:
             return state  # reuse the running server across notebooks
         raise PortInUseError(
@@ -263,12 +241,14 @@ def start_server(
             f"not {source} ({engine}). Stop it with `python -m shared.llm stop --port {port}` "
             "or choose another port."
         )
-    if not _port_free(host, port):
+    try:
+        free_port(host, port)
+    except OSError:
         raise PortInUseError(
             f"Port {port} on {host} is already used by another program, so the local model "
             f"server cannot start there. Set LOCAL_SERVER_PORT to a free port in .env (e.g. "
             f"{port + 1}), or stop the program using it (`lsof -i :{port}` shows which)."
-        )
+        ) from None
 
     log = cache_dir("server") / f"server-{port}.log"
     env = dict(os.environ, HF_HUB_OFFLINE=os.environ.get("HF_HUB_OFFLINE", "1"))
@@ -311,7 +291,7 @@ def _kill(pid: int, grace: float = 10.0) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and _pid_alive(pid):
+    while time.monotonic() < deadline and pid_alive(pid):
         time.sleep(0.1)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
@@ -330,7 +310,7 @@ def stop_server(port: int | None = None, all_ports: bool = False) -> list[int]:
             state = LocalServer(**json.loads(path.read_text()))
         except (OSError, ValueError, TypeError):
             continue
-        if _pid_alive(state.pid):
+        if pid_alive(state.pid):
             _kill(state.pid)
             stopped.append(state.port)
         path.unlink(missing_ok=True)
@@ -340,6 +320,6 @@ def stop_server(port: int | None = None, all_ports: bool = False) -> list[int]:
 def server_status(port: int | None = None) -> LocalServer | None:
     """The running course server on ``port``, or None."""
     state = _read_state(port or load_settings().local_port)
-    if state and _pid_alive(state.pid) and _served_models(state.host, state.port) is not None:
+    if state and pid_alive(state.pid) and _served_models(state.host, state.port) is not None:
         return state
     return None

@@ -423,8 +423,6 @@ ONE_DEFINITION: dict[str, tuple[str, ...]] = {
 #: are: a listed file that no longer defines the name is fine.
 NOT_YET_ONE: dict[tuple[str, str], str] = {
     ("the intents", "shared/finetune.py"): "import INTENTS from one module (the capstone's)",
-    ("a free port", "shared/server.py"): "_port_free -> processes.free_port (OSError = taken)",
-    ("a process check", "shared/server.py"): "_pid_alive -> processes.pid_alive",
     ("a JSON-lines reader", "shared/prompts.py"): "load_jsonl -> io.read_jsonl",
     ("a JSON-lines reader", "shared/support/eval.py"): "load_jsonl -> io.read_jsonl",
     ("a JSON-lines reader", "shared/support_eval.py"): "load_jsonl -> io.read_jsonl",
