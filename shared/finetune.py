@@ -1,29 +1,25 @@
 """Lesson 07: LoRA fine-tuning of SmolLM2 on a customer-service intent task, on a CPU.
 
 The task: read a message sent to the fictional shop *Maple & Mill*, answer with one of the eight
-:data:`INTENTS` and a short reply, in the fixed format ``intent: <label>\\nreply: <text>``.
-The notebook writes the PEFT calls, the training loop and the merge itself; this module keeps
-what the lesson, its tests and later lessons reuse:
-
-* data: :func:`build_examples` writes a few hundred messages from hand-written templates
-  (deterministic, seeded); whole templates go to one split, so the test set holds phrasings the
-  model never saw. :func:`find_leakage` checks it; :func:`load_splits` reads the committed jsonl
-  files with ``datasets``; :func:`load_written_test` reads 112 messages written by hand.
-* training: :func:`encode_example` masks the prompt (labels -100); :func:`collate` pads;
-  :func:`to_device` moves a batch to where the model is; :data:`TARGET_MODULES` names the
-  layers LoRA adapts per architecture; :class:`TrainConfig` holds a run's settings.
-* use: :func:`label_logprobs` (a classification that does not depend on the output format),
-  :func:`generate_answers`, :func:`parse_answer`; the checks of the lesson's exercises.
+:data:`INTENTS` and a short reply, as ``intent: <label>\\nreply: <text>``. The notebook writes the
+PEFT calls, the training loop and the merge itself; this module keeps what is reused: the data
+(:func:`build_examples` from hand-written templates, whole templates per split, so the test set
+holds phrasings the model never saw; :func:`find_leakage`, :func:`load_splits`,
+:func:`load_written_test`), training (:func:`encode_example` masks the prompt, :func:`collate`,
+:func:`to_device`, :data:`TARGET_MODULES` per architecture, :class:`TrainConfig`), use
+(:func:`label_logprobs`, :func:`generate_answers`, :func:`parse_answer`) and the exercise checks.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import random
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
+from itertools import combinations
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +32,8 @@ __all__ = [
     "TrainConfig", "ZERO_SHOT_PROMPT", "adapter_dir", "build_examples", "chat_prompt",
     "check_lora_exercise", "check_mcnemar_exercise", "check_rouge_exercise", "collate",
     "encode_example", "find_leakage", "format_answer", "generate_answers", "label_logprobs",
-    "load_splits", "load_written_test", "merged_dir",
-    "model_device", "parse_answer", "reply_for", "target_modules_for", "to_device", "write_dataset",
+    "load_splits", "load_written_test", "merged_dir", "model_device", "parse_answer", "reply_for",
+    "target_modules_for", "to_device", "write_dataset",
 ]
 
 #: the eight intent labels (the capstone routes on the same ones).
@@ -52,11 +48,8 @@ ZERO_SHOT_PROMPT = (
     "customer's message as exactly one of: " + ", ".join(INTENTS) + ". Answer in two lines:\n"
     "intent: <label>\nreply: <one short sentence to the customer>"
 )
-_LLAMA_LIKE = {
-    "qv": ("q_proj", "v_proj"),
-    "attention": ("q_proj", "k_proj", "v_proj", "o_proj"),
-    "all": ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
-}
+_LLAMA_LIKE = {"qv": ("q_proj", "v_proj"), "attention": ("q_proj", "k_proj", "v_proj", "o_proj"),
+               "all": ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")}
 #: LoRA target modules per ``config.model_type``: query+value, all attention, all linear layers.
 #: GLM-4 "-hf" checkpoints load natively (``glm``/``glm4``); the older ChatGLM3 needs
 #: ``trust_remote_code`` and fuses q, k and v into one ``query_key_value`` matrix.
@@ -135,16 +128,12 @@ def build_examples(seed: int = 7, per_template: Sequence[int] = (5, 2, 2)) -> di
                         continue  # never the same message twice, in any split
                     seen.add(text.lower())
                     reply = reply_for(intent, slots)
-                    out[split].append(
-                        {
-                            "id": f"{split}-{len(out[split]):03d}",
-                            "text": text,
-                            "intent": intent,
-                            "reply": reply,
-                            "answer": format_answer(intent, reply),
-                            "template": f"{intent}/{t:02d}",
-                        }
-                    )
+                    # fmt: off
+                    out[split].append({"id": f"{split}-{len(out[split]):03d}", "text": text,
+                                       "intent": intent, "reply": reply,
+                                       "answer": format_answer(intent, reply),
+                                       "template": f"{intent}/{t:02d}"})
+                    # fmt: on
                     made += 1
     return out
 
@@ -191,14 +180,12 @@ def find_leakage(splits: Mapping[str, Iterable[dict]]) -> dict[str, list[str]]:
     Texts are compared lowercased, without punctuation ("Where is it?" == "where is it")."""
     keys = {s: {(_norm(r["text"]), r.get("template")) for r in rows} for s, rows in splits.items()}
     found: dict[str, list[str]] = {}
-    names = list(keys)
-    for i, a in enumerate(names):
-        for b in names[i + 1 :]:
-            texts = {t for t, _ in keys[a]} & {t for t, _ in keys[b]}
-            templates = {m for _, m in keys[a] if m} & {m for _, m in keys[b] if m}
-            hits = sorted(texts) + [f"template {m}" for m in sorted(templates)]
-            if hits:
-                found[f"{a}/{b}"] = hits
+    for a, b in combinations(keys, 2):
+        texts = {t for t, _ in keys[a]} & {t for t, _ in keys[b]}
+        templates = {m for _, m in keys[a] if m} & {m for _, m in keys[b] if m}
+        hits = sorted(texts) + [f"template {m}" for m in sorted(templates)]
+        if hits:
+            found[f"{a}/{b}"] = hits
     return found
 
 
@@ -256,8 +243,7 @@ def model_device(model: Any) -> Any:
 
 def to_device(batch: Mapping[str, Any], model: Any) -> dict[str, Any]:
     """The batch's tensors moved to the model's device (a CPU batch never meets a GPU layer)."""
-    device = model_device(model)
-    return {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}
+    return {k: v.to(model_device(model)) if hasattr(v, "to") else v for k, v in batch.items()}
 
 
 # ---------------------------------------------------------------------------- training
@@ -270,9 +256,9 @@ class TrainConfig:
     dropout: float = 0.05
     target_modules: tuple[str, ...] = ("q_proj", "v_proj")
     lr: float = 2e-3
-    batch_size: int = 8
-    max_steps: int = 40
-    eval_every: int = 10
+    batch_size: int = 4  # small batches: more updates for the same CPU time
+    max_steps: int = 24
+    eval_every: int = 8
     patience: int = 2  # stop after this many evaluations without a better validation loss
     weight_decay: float = 0.0
     seed: int = 7
@@ -296,49 +282,64 @@ def _common_prefix(seqs: Sequence[Sequence[int]]) -> int:
 # fmt: off
 def label_logprobs(model: Any, tokenizer: Any, messages: Sequence[str],
                    labels: Sequence[str] = INTENTS, system: str = SYSTEM_PROMPT,
-                   template: str = "intent: {}\n") -> Any:
+                   template: str = "intent: {}\n", batch_size: int = 16) -> Any:
     """log p(answer | prompt) of every label for every message: a tensor ``(N messages, L)``.
 
-    The answer is ``template`` filled with the label, tokenised as in :func:`encode_example`;
-    the log-probabilities of its tokens are summed. The argmax is a classification that does
-    not depend on the model following an output format. Shared token prefixes are computed
-    once and their key/value cache reused: the system prompt for all messages, each message
-    for its ``L`` answers.
+    The answer is ``template`` filled with the label (tokens as in :func:`encode_example`); its
+    log-probabilities are summed. The system prompt runs once, then one forward pass per batch of
+    messages (sorted by length, left-padded) holds each message and all ``L`` answers side by
+    side, the attention mask letting an answer see the prompt and its own earlier tokens only.
     """
-    import copy
-
     import torch
 
-    texts = [chat_prompt(tokenizer, m, system) for m in messages]
-    prompts = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    prompts = [tokenizer(chat_prompt(tokenizer, m, system), add_special_tokens=False)["input_ids"]
+               for m in messages]
     answers = [tokenizer(template.format(x), add_special_tokens=False)["input_ids"] for x in labels]
-    n, q = len(answers), _common_prefix(answers) if len(answers) > 1 else 0  # q: "intent:"
-    rest = collate([{"input_ids": a[q:], "labels": a[q:]} for a in answers], tokenizer.pad_token_id)
-    rest, device = to_device(rest, model), model_device(model)  # (L, A)
-    p0 = min(_common_prefix(prompts), min(len(x) for x in prompts) - 1)  # the system prompt
-    rows, shared = [], None
+    q = min(_common_prefix(answers), min(map(len, answers)) - 1)  # the shared "intent:"
+    pieces = [a[q:] for a in answers]  # what differs: >= 1 token each
+    packed = [tok for p in pieces for tok in p[:-1]]  # each answer but its last token
+    n_in, device = len(packed), model_device(model)
+    own = torch.tensor([k for k, p in enumerate(pieces) for _ in p[:-1]], device=device)
+    offset = torch.tensor([j for p in pieces for j in range(len(p) - 1)], device=device)
+    sees = (own[:, None] == own) & (offset <= offset[:, None])  # (n_in, n_in): own answer, causal
+    start = [q + 1 + sum(len(p) - 1 for p in pieces[:k]) for k in range(len(pieces))]
+    # what to add up: (index among the kept logits, token, label; -1: every label)
+    terms = [(i, t, -1) for i, t in enumerate(answers[0][:q])]
+    terms += [(q, p[0], k) for k, p in enumerate(pieces)]
+    terms += [(start[k] + j, p[j + 1], k) for k, p in enumerate(pieces) for j in range(len(p) - 1)]
+    at, token, label = (torch.tensor(c, device=device) for c in zip(*terms, strict=True))
+    adds = ((label[:, None] == torch.arange(len(labels), device=device)) | (label[:, None] < 0))
+    p0 = min(_common_prefix(prompts), min(map(len, prompts)) - 1)  # the system prompt
+    dtype, shared = model.get_input_embeddings().weight.dtype, None
+    scores = torch.empty(len(prompts), len(labels))  # (N, L)
     with torch.no_grad():
         if p0:
             first = torch.tensor([prompts[0][:p0]], device=device)  # (1, p0)
-            shared = model(input_ids=first, logits_to_keep=1).past_key_values
-        for ids in prompts:
-            tail = torch.tensor([ids[p0:] + answers[0][:q]], device=device)  # (1, S + q)
-            out = model(input_ids=tail, past_key_values=copy.deepcopy(shared), logits_to_keep=q + 1)
-            head = torch.log_softmax(out.logits[0].float(), dim=-1)  # (q + 1, V)
-            fixed = sum(head[i, answers[0][i]] for i in range(q))  # the shared answer tokens
-            out.past_key_values.batch_repeat_interleave(n)
-            seen = torch.ones(n, len(ids) + q, dtype=torch.long, device=device)  # (L, P + q)
-            mask = torch.cat([seen, rest["attention_mask"]], dim=1)
-            cache = out.past_key_values
-            logits = model(
-                input_ids=rest["input_ids"], attention_mask=mask, past_key_values=cache
-            ).logits
-            logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # (L, A - 1, V)
-            logp = torch.cat([head[-1:].expand(n, -1)[:, None], logp], dim=1)  # (L, A, V)
-            targets = rest["labels"]  # (L, A), -100 on padding
-            picked = logp.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)  # (L, A)
-            rows.append(((picked * (targets != -100)).sum(-1) + fixed).cpu())  # (L,)
-    return torch.stack(rows)  # (N, L)
+            shared = model(input_ids=first, use_cache=True, logits_to_keep=1).past_key_values
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        for chunk in (order[c : c + batch_size] for c in range(0, len(order), batch_size)):
+            tails = [prompts[i][p0:] + answers[0][:q] for i in chunk]
+            b, t = len(tails), max(map(len, tails))
+            ids = torch.tensor([[tokenizer.pad_token_id] * (t - len(x)) + x + packed
+                                for x in tails], device=device)  # (B, t + n_in), left-padded
+            real = torch.tensor([[False] * (t - len(x)) + [True] * len(x) for x in tails],
+                                device=device)  # (B, t)
+            pos = (p0 + real.long().cumsum(1) - 1).clamp(min=p0)  # (B, t)
+            pos = torch.cat([pos, pos[:, -1:] + 1 + offset], 1)  # (B, t + n_in)
+            ok = torch.ones(b, t + n_in, p0 + t + n_in, dtype=torch.bool, device=device)
+            ok[:, :t, p0:] = torch.ones(t, t + n_in, dtype=torch.bool, device=device).tril()
+            ok[:, :, p0 : p0 + t] &= real[:, None]  # the message causally, never its padding
+            ok[:, t:, p0 + t :] = sees  # an answer sees its own earlier tokens only
+            mask = torch.zeros(ok.shape, dtype=dtype, device=device)  # (B, Q, K), additive
+            mask = mask.masked_fill(~ok, torch.finfo(dtype).min)[:, None]
+            cache = copy.deepcopy(shared)
+            if cache is not None:
+                cache.batch_repeat_interleave(b)
+            logits = model(input_ids=ids, attention_mask=mask, position_ids=pos,
+                           past_key_values=cache, logits_to_keep=q + 1 + n_in).logits.float()
+            logp = logits[:, at, token] - torch.logsumexp(logits, dim=-1)[:, at]  # (B, terms)
+            scores[chunk] = (logp @ adds.float()).cpu()  # (B, L)
+    return scores  # (N, L)
 
 
 def generate_answers(model: Any, tokenizer: Any, messages: Sequence[str],
@@ -389,7 +390,6 @@ def parse_answer(text: str) -> Prediction:
     return Prediction(label, reply.strip(), text)
 
 
-# ---------------------------------------------------------------------------- save / merge
 def adapter_dir() -> Path:
     """Where the trained LoRA adapter is saved (in the course cache)."""
     return cache_dir("finetune") / "intent-lora-adapter"

@@ -191,6 +191,61 @@ def test_to_device_puts_a_cpu_batch_where_the_model_is() -> None:
     assert ft.to_device({"n": 3}, model) == {"n": 3}  # non-tensors pass through
 
 
+class WrongDevice(AssertionError):
+    """A tensor reached a layer whose weights sit on another device."""
+
+
+def _guarded(model):
+    """Make every layer (and the model's own forward) check that its tensor inputs sit on the
+    device of its weights: on the ``meta`` device this catches a CPU tensor that would be
+    silently accepted (an embedding lookup with CPU ids on a meta model does not raise)."""
+
+    def check(device):
+        def hook(module, args, kwargs):
+            for x in [*args, *kwargs.values()]:
+                if isinstance(x, torch.Tensor) and x.device != device:
+                    raise WrongDevice(
+                        f"{type(module).__name__} on {device} got a {x.device} tensor"
+                    )
+
+        return hook
+
+    model.register_forward_pre_hook(check(ft.model_device(model)), with_kwargs=True)
+    for module in model.modules():
+        own = next(module.parameters(recurse=False), None)
+        if own is not None:
+            module.register_forward_pre_hook(check(own.device), with_kwargs=True)
+    return model
+
+
+def test_training_and_scoring_keep_every_tensor_on_the_model_device(tokenizer) -> None:
+    from peft import LoraConfig, get_peft_model
+
+    model = _tiny(vocab_size=len(tokenizer), device="meta")  # "meta" plays the GPU
+    model.set_attn_implementation("eager")  # sdpa reads a mask value, which meta tensors lack
+    model = _guarded(model)
+    ids = torch.tensor([[1, 2, 3]])  # a CPU tensor
+    with pytest.raises(WrongDevice, match="got a cpu tensor"):
+        model(input_ids=ids)  # the bug the guard exists for
+    with pytest.raises(WrongDevice):
+        model.model.layers[0].self_attn.q_proj(torch.ones(1, 16))  # a CPU tensor into q_proj
+    model(input_ids=ids.to("meta"))  # right: no error
+    config = ft.TrainConfig.for_device("cuda")  # the GPU settings: all four attention projections
+    lora = LoraConfig(r=config.r, lora_alpha=config.alpha, task_type="CAUSAL_LM",
+                      target_modules=list(config.target_modules))  # fmt: skip
+    peft_model = _guarded(get_peft_model(model, lora))
+    rows = [
+        ft.encode_example(tokenizer, "Where is order 1042?", "intent: order_status\nreply: Ok.")
+    ]
+    peft_model(**ft.to_device(ft.collate(rows, tokenizer.pad_token_id), peft_model)).loss.backward()
+    # Label scoring runs every forward pass on the model's device; on "meta" only the final copy
+    # of the scores back to the CPU fails (a meta tensor has no data).
+    with pytest.raises(NotImplementedError, match="meta tensor"):
+        ft.label_logprobs(
+            peft_model, tokenizer, ["Where is my order?", "hi"], ["shipping", "account"]
+        )
+
+
 # ---------------------------------------------------------------------------- label scoring
 def test_label_logprobs_equal_a_full_forward_pass(tokenizer) -> None:
     model = _tiny(vocab_size=len(tokenizer))
@@ -211,6 +266,11 @@ def test_label_logprobs_equal_a_full_forward_pass(tokenizer) -> None:
     one = ft.label_logprobs(model, tokenizer, messages[:1], labels, system=ft.ZERO_SHOT_PROMPT)
     assert torch.allclose(one[0], scores[0], atol=1e-4)  # no shared prefix to reuse: same
     assert ft.label_logprobs(model, tokenizer, messages[:1], labels[:1]).shape == (1, 1)
+    model.config.use_cache = False  # as Trainer may leave it: the prompt's cache is still used
+    small = ft.label_logprobs(
+        model, tokenizer, messages, labels, system=ft.ZERO_SHOT_PROMPT, batch_size=2
+    )  # two batches, padded differently
+    assert torch.allclose(small, scores, atol=1e-4)
 
 
 def test_lora_trains_saves_reloads_and_merges(tokenizer, splits, tmp_path) -> None:
