@@ -78,7 +78,7 @@ bench: prepare
 	$(PY) benchmarks/bench_engines.py
 
 demo: prepare
-	$(PY) -m shared.support_bot
+	$(PY) -m shared.support.ui
 
 stop:
 	@$(PY) -m shared.llm stop --all

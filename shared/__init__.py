@@ -32,7 +32,7 @@ LESSONS: dict[str, str] = {
     "05_chromadb": "vectordb",
     "06_langchain": "chains",
     "07_lora_finetuning": "finetune",
-    "08_customer_service": "support_bot",
+    "08_customer_service": "support",  # a subpackage: shared/support/*.py
 }
 
 #: modules any lesson may import (they never import lesson modules).

@@ -1,8 +1,7 @@
-"""The assistant end to end (shared.support_bot): retrieval, answers, hand-off, orders, sessions."""
+"""The assistant end to end (shared.support.bot): follow-ups, hand-off, orders, sessions."""
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 
 import openai
@@ -11,20 +10,17 @@ import pytest
 from shared.chains import build_shop_db
 from shared.models import load_embedder
 from shared.paths import data_path
-from shared.support_bot import (
+from shared.support import (
     BotConfig,
-    FeedbackError,
-    SessionError,
+    Router,
     SupportBot,
     SupportStore,
     build_knowledge_base,
-    is_follow_up,
     load_examples,
     open_shop,
 )
-from shared.support_kb import content_words, grounded_share, page_sentences, unsupported_facts
-from shared.support_nlu import Router
-from shared.support_shop import ShopDB, ShopError
+from shared.support.bot import SessionError
+from shared.support.store import FeedbackError
 
 
 @pytest.fixture(scope="module")
@@ -43,90 +39,7 @@ def bot(parts, tmp_path) -> SupportBot:
     return SupportBot(router, kb, shop, SupportStore(tmp_path / "s.db"), BotConfig())
 
 
-# ---------------------------------------------------------------------------- SQL access
-def test_shop_queries_are_scoped_and_golden(parts) -> None:
-    shop = parts[2]
-    assert shop.customer(1)["email"] == "ava.thompson@example.com"
-    assert shop.customer("1 OR 1=1") is None  # a parameter, never SQL
-    assert shop.owns(1, 1047) and not shop.owns(4, 1047) and not shop.owns(None, 1047)
-    assert [o["order_id"] for o in shop.orders(1)] == [1047, 1027, 1023, 1016]
-    summary = shop.order_summary(9, 1048)
-    assert "1048" in summary and "**processing**" in summary and "Next-day" in summary
-    assert shop.order_summary(9, 1047) == "I can't find any orders in your account."
-    picks = shop.recommend(17)
-    assert len(picks) == 3 and not {p["product_id"] for p in picks} & {
-        row["product_id"]
-        for row in shop.query(
-            "SELECT i.product_id FROM orders o JOIN order_items i USING (order_id) "
-            "WHERE o.customer_id = 17"
-        )
-    }
-
-
-def test_shop_is_read_only(parts, tmp_path) -> None:
-    with pytest.raises(sqlite3.OperationalError, match="readonly"):
-        parts[2].query("UPDATE orders SET status = 'delivered'")
-    with pytest.raises(ShopError, match="build_shop_db"):
-        ShopDB(tmp_path / "missing.db")
-
-
-# ---------------------------------------------------------------------------- knowledge base
-def test_page_sentences_read_lists_and_tables() -> None:
-    body = (
-        "Intro sentence one here. It does not cover:\n\n- normal wear and tear;\n"
-        "- damage from misuse (for example a\n  kettle run dry);\n\n"
-        "| option | price |\n|---|---|\n| Express | **$12.95** |\n"
-    )
-    assert page_sentences(body) == [
-        "Intro sentence one here.",
-        "It does not cover: normal wear and tear;",
-        "It does not cover: damage from misuse (for example a kettle run dry);",
-        "Express, price: $12.95.",
-    ]
-
-
-def test_grounding_checks() -> None:
-    source = "Standard delivery takes 3-5 business days. Express costs $12.95."
-    assert content_words("The parcels take 3-5 days!") == {"parcel", "take", "3-5", "days"}
-    assert grounded_share("Standard delivery takes 3-5 business days.", source) == 1.0
-    assert grounded_share("", source) == 0.0
-    assert unsupported_facts("Express costs $15 and takes 20 months.", source) == ["$15", "20"]
-    assert unsupported_facts("Express costs $12.95.", source) == []
-    assert unsupported_facts("Ask Klarna for help.", source) == ["Klarna"]
-
-
-@pytest.mark.parametrize(
-    ("question", "page"),
-    [
-        ("Can I have my parcel delivered to a PO box?", "shipping-po-box"),
-        ("my kettle broke after a year, is it still covered", "warranty-standard"),
-        ("who pays customs if I order from abroad", "shipping-international"),
-        ("how long until I see the money back on paypal", "refunds-timing"),
-    ],
-)
-def test_hybrid_search_finds_the_page(parts, question, page) -> None:
-    kb = parts[1]
-    hits = kb.search(question, k=3)
-    assert page in [h.doc_id for h in hits]
-    assert all(0.0 <= h.dense <= 1.0 for h in hits) and hits[0].score >= hits[-1].score
-    with pytest.raises(ValueError, match="mode must be"):
-        kb.search(question, mode="magic")
-
-
-def test_extract_quotes_the_answering_sentences(parts) -> None:
-    kb = parts[1]
-    text, used = kb.extract("How much is express delivery?", ["shipping-options"], n=1)
-    assert "$12.95" in text and used == ["shipping-options"]
-    assert kb.extract("anything", []) == ("", [])
-
-
 # ---------------------------------------------------------------------------- the assistant
-def test_follow_up_detection() -> None:
-    assert is_follow_up("and how long does that take?")
-    assert is_follow_up("What about express?")
-    assert not is_follow_up("How do I reset my password for the new account I made?")
-
-
 def test_a_follow_up_that_changes_topic_retrieves_the_new_topic(bot) -> None:
     sid = bot.new_session(2)
     first = bot.respond(sid, "How do I start a return for a lamp?")

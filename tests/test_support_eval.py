@@ -1,10 +1,10 @@
-"""The capstone's scorer (shared.support_eval): Wilson intervals and the rules for a right turn."""
+"""The capstone's scorer (shared.support.eval): Wilson intervals and the rules for a right turn."""
 
 from __future__ import annotations
 
 import pytest
 
-from shared.support_eval import (
+from shared.support.eval import (
     format_rate,
     percentile,
     score_conversations,

@@ -1,4 +1,4 @@
-"""Feedback and tickets (shared.support_store): durable, reported, safe for concurrent writers."""
+"""Feedback and tickets (shared.support.store): durable, reported, safe for concurrent writers."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from shared.support_store import FeedbackError, SupportStore
+from shared.support.store import FeedbackError, SupportStore
 
 
 @pytest.fixture

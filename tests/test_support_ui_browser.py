@@ -17,9 +17,16 @@ from playwright.sync_api import Page, expect, sync_playwright
 from shared.chains import build_shop_db
 from shared.models import load_embedder
 from shared.paths import data_path
-from shared.support_bot import BotConfig, SupportBot, SupportStore, build_knowledge_base, open_shop
-from shared.support_nlu import Router, load_examples
-from shared.support_ui import launch
+from shared.support import (
+    BotConfig,
+    Router,
+    SupportBot,
+    SupportStore,
+    build_knowledge_base,
+    load_examples,
+    open_shop,
+)
+from shared.support.ui import launch
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [

@@ -16,7 +16,7 @@ is kept as the calibrated "is this in the help centre at all?" score.
 
 :meth:`KnowledgeBase.extract` is the extractive answer: the sentences of the best page(s) that
 score highest on embedding similarity plus word overlap with the question, in page order.
-:func:`grounded_share` and :func:`unsupported_facts` check a rephrasing against its source.
+The checks on a model's rephrasing live in :mod:`shared.support.answer`.
 """
 
 from __future__ import annotations
@@ -32,21 +32,16 @@ import numpy as np
 __all__ = [
     "COLLECTION",
     "INTENT_CATEGORIES",
-    "REPHRASE_PROMPT",
     "Hit",
     "KnowledgeBase",
     "Page",
-    "accept_rephrasing",
     "build_knowledge_base",
     "SYNONYMS",
     "content_words",
     "expand_query",
-    "grounded_share",
     "lexical_tokens",
     "page_sentences",
-    "rephrase",
     "title_chunks",
-    "unsupported_facts",
 ]
 
 COLLECTION = "maple_mill_help_v2"
@@ -67,9 +62,8 @@ _STOP = frozenset(
     "we us is it of to in on at be do a an or if so as by no get got want please hi hello "
     "thanks thank".split()
 )
+_PLACE = re.compile(r"\b(?:to|in|into|from)\s+([A-Z][a-z]+(?:\s[A-Z][a-z]+)*)")
 _SENTENCE = re.compile(r"(?<=[.!?;])\s+(?=[A-Z0-9(\"'])")
-_NUMBER = re.compile(r"\$?\d+(?:[.,:]\d+)*(?:\s?%)?")
-_NAME = re.compile(r"(?<![.!?]\s)(?<!^)\b[A-Z][a-zA-Z]+(?:\s[A-Z][a-zA-Z]+)*")
 
 
 def _stem(word: str) -> str:
@@ -92,6 +86,10 @@ SYNONYMS: dict[str, str] = {
     r"coupon|promo": "discount code",
     r"sofa|couch|wardrobe|bed frame|table|bookshelf|furniture": "bulky furniture",
     r"broke|broken|stopped working|faulty|defect\w*": "fault defect",
+    r"take (\w+ ){0,3}(off|out of)|remove (\w+ ){0,3}from|(drop|delete) (\w+ ){0,3}from": (
+        "cancel part of an order item by item"
+    ),
+    r"without (an |a )?account|no account|not (signed|logged) in|as a guest": "guest order",
 }
 
 
@@ -112,69 +110,6 @@ def lexical_tokens(text: str) -> list[str]:
 def content_words(text: str) -> set[str]:
     """The set of :func:`lexical_tokens` of 3+ characters (or any number)."""
     return {w for w in lexical_tokens(text) if len(w) >= 3 or w[0].isdigit()}
-
-
-def grounded_share(answer: str, context: str) -> float:
-    """Share of the answer's content words found in ``context`` (0.0 for an empty answer)."""
-    said = content_words(answer)
-    if not said:
-        return 0.0
-    return len(said & content_words(context)) / len(said)
-
-
-def _numbers(text: str) -> set[str]:
-    return {n.replace(" ", "").rstrip(".,:") for n in _NUMBER.findall(text)}
-
-
-def unsupported_facts(answer: str, source: str) -> list[str]:
-    """Numbers, prices and capitalised names in ``answer`` that ``source`` does not contain."""
-    missing = sorted(n for n in _numbers(answer) if n not in _numbers(source))
-    low = source.lower()
-    names = {m.group() for m in _NAME.finditer(answer)}
-    return missing + sorted(n for n in names if n.lower() not in low and n not in {"I", "Maple"})
-
-
-REPHRASE_PROMPT = (
-    "You are the customer-service assistant of Maple & Mill. Rewrite the help-centre sentences "
-    "as a short, friendly answer to the customer's question. Keep every number, price and name "
-    "exactly as written. Add nothing that is not in the sentences."
-)
-
-
-def accept_rephrasing(draft: str, source: str, min_grounded: float = 0.7) -> bool:
-    """A model's rephrasing may be shown only if it adds no number or name, drops no number or
-    name of ``source``, and at least ``min_grounded`` of its content words are the source's."""
-    return (
-        not unsupported_facts(source, draft)
-        and not unsupported_facts(draft, source)
-        and grounded_share(draft, source) >= min_grounded
-    )
-
-
-def rephrase(
-    client: Any,
-    model: str,
-    question: str,
-    sentences: str,
-    max_tokens: int = 64,
-    timeout_s: float = 20.0,
-) -> str:
-    """The chat model's rephrasing of ``sentences`` for ``question`` ('' when the call fails)."""
-    messages = [
-        {"role": "system", "content": REPHRASE_PROMPT},
-        {"role": "user", "content": f"Question: {question}\n\nHelp-centre sentences: {sentences}"},
-    ]
-    try:
-        out = client.chat.completions.create(
-            model=model,
-            messages=messages,
-            max_tokens=max_tokens,
-            temperature=0.0,
-            timeout=timeout_s,
-        )
-    except Exception:  # noqa: BLE001 - a provider failure must not break the chat
-        return ""
-    return (out.choices[0].message.content or "").strip()
 
 
 # ---------------------------------------------------------------------------- pages
@@ -278,6 +213,17 @@ class KnowledgeBase:
         ]
         self.unit_matrix = self.embed(titled)  # (S, 384): for finding the page, with its title
         self.sentence_matrix = self.embed(plain)  # (S, 384): for picking the answering sentences
+        #: every word the help centre uses (BM25's tokens)
+        self.vocab = {w for p in pages for w in lexical_tokens(f"{p.title} {p.body}")}
+
+    def abroad(self, query: str) -> str:
+        """``query`` plus "international delivery" when it names a place after to/in/from that
+        no page mentions ("delivery cost to Vancouver"): the help centre names only the shop's
+        own town, so any other destination is a question about international shipping."""
+        for m in _PLACE.finditer(query):
+            if not any(w in self.vocab for w in lexical_tokens(m.group(1))):
+                return f"{query} (international delivery)"
+        return query
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Unit-length MiniLM embeddings, shape (len(texts), 384)."""
@@ -318,6 +264,13 @@ class KnowledgeBase:
             page = doc.metadata["doc_id"]
             scores[page] = max(scores.get(page, 0.0), float(s))
         return scores
+
+    def evidence(self, query: str) -> tuple[float, float]:
+        """``(best sentence cosine, best BM25 score)`` over the whole help centre: how close the
+        nearest sentence is in meaning, and how many of the question's rarer words one chunk
+        shares. :class:`~shared.support.bot.BotConfig` turns the two into "answerable?"."""
+        sentence = float(np.max(self.unit_matrix @ self.query_vector(query)))
+        return sentence, max(self.lexical_scores(query).values(), default=0.0)
 
     def search(
         self,
@@ -363,16 +316,19 @@ class KnowledgeBase:
         """``(score, page id, sentence index)`` for the sentences of ``page_ids``, best first.
 
         score = cosine(question, sentence) + ``overlap_weight`` x share of the question's content
-        words in the sentence - ``page_penalty`` x the page's rank (0 for the best page).
+        words (with their help-centre synonyms, :func:`expand_query`) in the sentence -
+        ``page_penalty`` x the page's rank (0 for the best page). The cosine is the mean of the
+        sentence's cosine alone and headed by its page title (the title says what "it" is).
         """
-        q_vec, q_words = self.query_vector(query), content_words(query)
+        q_vec, q_words = self.query_vector(query), content_words(expand_query(query))
         rank_of = {pid: r for r, pid in enumerate(page_ids)}
         out = []
         for j, (pid, i) in enumerate(self.units):
             if pid in rank_of:
                 sentence = self.pages[pid].sentences[i]
                 overlap = len(q_words & content_words(sentence)) / max(1, len(q_words))
-                score = float(self.sentence_matrix[j] @ q_vec) + overlap_weight * overlap
+                cosine = float((self.sentence_matrix[j] + self.unit_matrix[j]) @ q_vec) / 2
+                score = cosine + overlap_weight * overlap
                 out.append((score - page_penalty * rank_of[pid], pid, i))
         return sorted(out, key=lambda t: -t[0])
 

@@ -88,7 +88,8 @@ def run_questions(bot: Any, questions: Sequence[dict[str, Any]]) -> list[dict[st
     rows = []
     for q in questions:
         reply = bot.respond(bot.new_session(None), q["question"])
-        _, hits = bot.search(q["question"])  # the retriever alone, on the question as written
+        # the pages retrieved; searched again when a rule answered before retrieval ran
+        pages = list(reply.doc_ids) or [h.doc_id for h in bot.search(q["question"])[1]]
         rows.append(
             {
                 "id": q["id"],
@@ -97,7 +98,7 @@ def run_questions(bot: Any, questions: Sequence[dict[str, Any]]) -> list[dict[st
                 "facts": q["facts"],
                 "action": reply.action,
                 "text": reply.text,
-                "retrieved": [h.doc_id for h in hits],
+                "retrieved": pages,
                 "used_model": reply.used_model,
                 "score": reply.retrieval_score,
                 "latency_s": reply.latency_s,

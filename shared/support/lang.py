@@ -109,6 +109,8 @@ def detect_language(text: str) -> str:
         return "zh"
     if sum(ord(c) < 0x250 for c in letters) / len(letters) < 0.5:
         return "other"  # Cyrillic, Arabic, Greek, Hebrew, Thai...
+    if "¿" in text or "¡" in text:  # only Spanish opens a question or an exclamation
+        return "es"
     words = re.findall(r"[^\W\d_]+(?:-[^\W\d_]+)?", text.lower())
     english = sum(w in _ENGLISH for w in words)
     best, hits = max(

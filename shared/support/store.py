@@ -1,6 +1,6 @@
 """Lesson 08 (customer-service capstone): feedback and hand-off tickets, stored in SQLite.
 
-Card numbers, e-mail addresses and phone numbers are redacted (:func:`shared.support_nlu.redact`)
+Card numbers, e-mail addresses and phone numbers are redacted (:func:`shared.support.lang.redact`)
 before anything is written: comments, questions, answers and ticket transcripts.
 
 Every thumbs up/down, comment and hand-off ticket is one row in a small SQLite database under the
@@ -22,7 +22,7 @@ from pathlib import Path
 
 from shared.config import FriendlyError
 from shared.paths import cache_dir
-from shared.support_nlu import redact
+from shared.support.lang import redact
 
 __all__ = ["RATINGS", "FeedbackError", "SupportStore", "Ticket", "default_store_path"]
 

@@ -7,7 +7,10 @@ Three fast, model-free steps run on every message, in this order:
 2. :class:`Router` — the intent, one of :data:`INTENTS`: a few high-precision keyword rules, then
    nearest neighbours over labelled example sentences embedded with the local MiniLM;
 3. :func:`assess_mood` — sentiment and urgency from a small lexicon, so an upset customer reaches
-   a person.
+   a person, and :func:`wants_human` — a request for one, direct or not.
+
+What a message means *in the conversation* (a follow-up, an order lookup, a product request) is
+:mod:`shared.support.dialog`.
 
 None of them depends on the chat model being smart: they are rules and one embedding lookup
 (a few milliseconds), measured in the lesson on held-out conversations.
@@ -24,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from shared.support_lang import EMAIL, NOT_ENGLISH, detect_language, luhn_ok, normalize, redact
+from shared.support.lang import EMAIL, NOT_ENGLISH, detect_language, luhn_ok, normalize, redact
 
 __all__ = [
     "INTENTS",
@@ -41,14 +44,7 @@ __all__ = [
     "luhn_ok",
     "normalize",
     "redact",
-    "asks_for_order",
-    "asks_if_stocked",
-    "is_follow_up",
-    "is_yes",
-    "order_ids",
-    "wants_any_recommendation",
     "wants_human",
-    "wants_recommendation",
 ]
 
 #: the intent labels, shared with lesson 07's classifier.
@@ -76,7 +72,9 @@ class Guard:
 
 
 _INJECTION = re.compile(
-    r"\b(ignore|disregard|forget|override)\b.{0,40}\b(instructions?|rules|prompt|guidelines)\b"
+    r"\b(ignor\w*|disregard|forget|override|olvida\w*|oublie\w*|vergiss\w*|dimentica\w*)\b.{0,40}"
+    r"\b(instructions?|instrucc\w*|istruzion\w*|anweisung\w*|rules|r[eè]gles|reglas|regole|"
+    r"prompt|guidelines)\b"
     r"|\byou are now\b|\bact as (an? )?(unrestricted|different|evil|admin)|\bjailbreak"
     r"|\bdeveloper mode\b|\bdo anything now\b|\bpretend (you|to) (are|be|have) no\b"
     r"|\bnew instructions?\s*:|\bsystem\s*:\s|\bsystem override\b|\badmin mode\b"
@@ -102,6 +100,9 @@ _OTHER_CUSTOMER = re.compile(
     r"mum|mom|dad|brother|sister|neighbou?r|colleague|boss)'?s (order|account|parcel|address)"
     r"|\b(e-?mail|address|phone|name|details)\b.{0,40}\b(of|for) (whoever|the (person|customer|"
     r"buyer|people) who|someone who|somebody who|anyone who)\b|\bwho else (bought|ordered)\b"
+    r"|\b(e-?mail|address|phone|orders?|order (list|history)|details|account)\b.{0,40}"
+    r"\b(of|for) (the )?(customer|user|client|account holder|person)( called| named)? "
+    r"(?-i:[A-Z][a-z]+)"
     r"|(其他|别的|别人|其它)(客户|顾客|用户|人)?的(订单|地址|账户|信息|邮箱|电话)",
     re.I | re.S,
 )
@@ -231,105 +232,6 @@ _HUMAN = re.compile(
 def wants_human(text: str) -> bool:
     """Whether the message asks for a person, directly or not ("is there anyone I can call?")."""
     return bool(_HUMAN.search(normalize(text)))
-
-
-_RECOMMEND = re.compile(
-    r"\b(recommend|suggest|advi[cs]e me|ideas?|(a|good|nice) (gift|present)|birthday|looking for|"
-    r"(need|want|after) (a|an|some|something)|something (to|for|that|nice|good)|"
-    r"what (should|could|would) (i|you) (buy|get|order|pick|choose)|which (one|product) should|"
-    r"what (goes|would go) (well )?with|"
-    r"good (option|choice) for|best .{0,20} for|which (one )?of your \w+)\b",
-    re.I,
-)
-
-
-def wants_recommendation(text: str) -> bool:
-    """A cue that the customer is looking for a product (the shop's catalogue then decides)."""
-    return bool(_RECOMMEND.search(normalize(text)))
-
-
-# ---------------------------------------------------------------------------- conversation
-_FOLLOW_UP = re.compile(r"^\s*(and|also|what about|how about|then|so|but|ok|okay)\b", re.I)
-_PRONOUN = re.compile(r"\b(it|that|this|they|them|those|these|one|there)\b", re.I)
-_ORDER_ID = re.compile(r"(?:\border\s*(?:number\s*|no\.?\s*)?#?\s*|#|\bMM-)(\d{4})\b", re.I)
-_MY_ORDER = re.compile(
-    r"\bmy\s+(?:\w+\s+){0,3}(orders?|parcels?|package|delivery|purchase)\b"
-    r"|\bwhat did i (order|buy)\b|\bi (just )?ordered\b|\border did i\b",
-    re.I,
-)
-_ORDER_ASK = re.compile(
-    r"\b(status|where|track|arriv\w*|shipped|dispatch\w*|sent|come|coming|deliver\w*|"
-    r"go(ne)? out|went out|get|got|happen\w*|going on|"
-    r"what'?s (in|on)|what is (in|on)|contents?|items?|last|latest|recent|"
-    r"placed|look ?up|check|update|when)\b",
-    re.I,
-)
-_PROBLEM = re.compile(
-    r"\b(damaged|broken|faulty|wrong|missing|return\w*|refund\w*|cancel\w*|send \w+ back|"
-    r"exchange|change|warranty|wash|clean|cost|fee|pay)\b",
-    re.I,
-)
-_STATUS_CUE = re.compile(r"\b(says?|shows?|showing|status|marked|listed as)\b", re.I)
-_HOW_TO = re.compile(r"\b(how (do|can|should) i|can i|could i|policy)\b", re.I)
-_BARE_NUMBER = re.compile(r"(?<![\d$.,-])\b(\d{4})\b(?![\d.,-])")
-_ORDER_FOLLOW = re.compile(
-    r"\b(arriv\w*|deliver\w*|ship\w*|dispatch\w*|track\w*|status|"
-    r"where is it|get here|come)\b",
-    re.I,
-)
-_YES = re.compile(r"^\s*(yes|yeah|yep|sure|ok|okay|please|yes please|go ahead|do it)\W*$", re.I)
-_STOCK = re.compile(
-    r"\b(do|does|will) (you|maple & mill|the shop) (sell|stock|carry|have|make)\b"
-    r"|\bcan i (buy|order|get) (an?|any|some)\b",
-    re.I,
-)
-_GENERIC_RECOMMEND = re.compile(r"\b(recommend|suggest|ideas?|what should i (buy|get))", re.I)
-
-
-def is_follow_up(text: str, max_words: int = 8) -> bool:
-    """A short message that leans on the previous turn ("and who pays for that?")."""
-    words = text.split()
-    return bool(_FOLLOW_UP.match(text)) or (len(words) <= max_words and bool(_PRONOUN.search(text)))
-
-
-def asks_for_order(text: str, order_ids: list[int], after_order: bool = False) -> bool:
-    """Whether a signed-in customer asks about their own order ("has my last order arrived?").
-
-    A problem or policy question that mentions an order ("my order arrived damaged") is not an
-    order lookup: the help centre answers it. ``after_order``: the previous answer was an order
-    and this message is a follow-up ("when will it arrive?").
-    """
-    if order_ids and not _HOW_TO.search(text):
-        return True  # an order number and no how-to question: look the order up
-    mine = bool(order_ids or _MY_ORDER.search(text))
-    if mine and (
-        _STATUS_CUE.search(text) or (_ORDER_ASK.search(text) and not _PROBLEM.search(text))
-    ):
-        return True
-    return after_order and is_follow_up(text) and bool(_ORDER_FOLLOW.search(text))
-
-
-def order_ids(text: str, known: frozenset[int] = frozenset()) -> list[int]:
-    """The order numbers in ``text`` ("order 1042", "#1042", "MM-1042"), and bare four-digit
-    numbers that are ``known`` order numbers ("what's going on with 1041?")."""
-    found = [int(m) for m in _ORDER_ID.findall(text)]
-    found += [int(m) for m in _BARE_NUMBER.findall(text) if int(m) in known]
-    return list(dict.fromkeys(found))
-
-
-def asks_if_stocked(text: str) -> bool:
-    """ "Do you sell ...?" - a catalogue question."""
-    return bool(_STOCK.search(text))
-
-
-def wants_any_recommendation(text: str) -> bool:
-    """An open request for ideas ("any gift ideas?"), answered from the customer's history."""
-    return bool(_GENERIC_RECOMMEND.search(text))
-
-
-def is_yes(text: str) -> bool:
-    """A short yes ("yes please", "sure")."""
-    return bool(_YES.match(text))
 
 
 # ---------------------------------------------------------------------------- routing

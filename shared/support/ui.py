@@ -1,6 +1,6 @@
 """Lesson 08 (customer-service capstone): the web chat a person can use (Gradio).
 
-:func:`build_ui` wires a :class:`shared.support_bot.SupportBot` into a Gradio page: a **demo
+:func:`build_ui` wires a :class:`shared.support.bot.SupportBot` into a Gradio page: a **demo
 sign-in** picker (made-up accounts from the shop database, no password: a real deployment signs
 customers in with its own login and passes the verified customer id), the conversation, a visible
 hand-off banner with the ticket number, and one feedback mechanism: Gradio's thumbs on every
@@ -129,16 +129,16 @@ def launch(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m shared.support_bot``: open the web chat on http://127.0.0.1:7860."""
+    """``python -m shared.support.ui``: open the web chat on http://127.0.0.1:7860."""
     import argparse
 
-    p = argparse.ArgumentParser(prog="python -m shared.support_bot", description=main.__doc__)
+    p = argparse.ArgumentParser(prog="python -m shared.support.ui", description=main.__doc__)
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default: localhost)")
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--share", action="store_true", help="ask Gradio for a public link (off)")
     p.add_argument("--model", action="store_true", help="let the chat model rephrase answers")
     a = p.parse_args(argv)
-    from shared.support_bot import BotConfig, build_bot
+    from shared.support.bot import BotConfig, build_bot
 
     print(f"Maple & Mill help chat on http://{a.host}:{a.port} (Ctrl+C stops it)")
     launch(

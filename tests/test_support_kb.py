@@ -1,0 +1,66 @@
+"""Page search, extractive answers and the rephrasing check (shared.support.kb)."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.models import load_embedder
+from shared.support.kb import (
+    KnowledgeBase,
+    build_knowledge_base,
+    page_sentences,
+)
+
+
+@pytest.fixture(scope="module")
+def kb() -> KnowledgeBase:
+    return build_knowledge_base(load_embedder())
+
+
+def test_page_sentences_read_lists_and_tables() -> None:
+    body = (
+        "Intro sentence one here. It does not cover:\n\n- normal wear and tear;\n"
+        "- damage from misuse (for example a\n  kettle run dry);\n\n"
+        "| option | price |\n|---|---|\n| Express | **$12.95** |\n"
+    )
+    assert page_sentences(body) == [
+        "Intro sentence one here.",
+        "It does not cover: normal wear and tear;",
+        "It does not cover: damage from misuse (for example a kettle run dry);",
+        "Express, price: $12.95.",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("question", "page"),
+    [
+        ("Can I have my parcel delivered to a PO box?", "shipping-po-box"),
+        ("my kettle broke after a year, is it still covered", "warranty-standard"),
+        ("who pays customs if I order from abroad", "shipping-international"),
+        ("how long until I see the money back on paypal", "refunds-timing"),
+    ],
+)
+def test_hybrid_search_finds_the_page(kb, question, page) -> None:
+    hits = kb.search(question, k=3)
+    assert page in [h.doc_id for h in hits]
+    assert all(0.0 <= h.dense <= 1.0 for h in hits) and hits[0].score >= hits[-1].score
+    with pytest.raises(ValueError, match="mode must be"):
+        kb.search(question, mode="magic")
+
+
+def test_extract_quotes_the_answering_sentences(kb) -> None:
+    text, used = kb.extract("How much is express delivery?", ["shipping-options"], n=1)
+    assert "$12.95" in text and used == ["shipping-options"]
+    assert kb.extract("anything", []) == ("", [])
+
+
+def test_evidence_is_stronger_for_a_question_the_help_centre_answers(kb) -> None:
+    cosine, bm25 = kb.evidence("how long is the warranty on a kettle")
+    far_cosine, far_bm25 = kb.evidence("what is the capital of Australia")
+    assert 0.0 <= far_cosine < 0.3 < 0.5 < cosine <= 1.0 and bm25 > far_bm25 >= 0.0
+
+
+def test_a_destination_the_help_centre_does_not_name_is_abroad(kb) -> None:
+    assert kb.abroad("delivery cost to Vancouver?").endswith("(international delivery)")
+    assert kb.abroad("can I collect in Riverton?") == "can I collect in Riverton?"
+    assert kb.abroad("how much is delivery") == "how much is delivery"
