@@ -476,7 +476,6 @@ CACHE_CALL_PENDING = {
     "02_model_comparison",
     "03_prompt_engineering",
     "04_tokenizers_embeddings",
-    "07_lora_finetuning",
 }
 
 
