@@ -475,7 +475,6 @@ def test_each_thing_is_defined_once() -> None:
 CACHE_CALL_PENDING = {
     "02_model_comparison",
     "03_prompt_engineering",
-    "04_tokenizers_embeddings",
 }
 
 
