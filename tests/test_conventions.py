@@ -442,7 +442,6 @@ ONE_DEFINITION: dict[str, tuple[str, ...]] = {
 #: definitions in modules not converted yet, each with what should replace it. Empty it as they
 #: are: a listed file that no longer defines the name is fine.
 NOT_YET_ONE: dict[tuple[str, str], str] = {
-    ("the intents", "shared/finetune.py"): "import INTENTS from one module (the capstone's)",
     ("a JSON-lines reader", "shared/prompts.py"): "load_jsonl -> io.read_jsonl",
     ("a JSON-lines reader", "shared/support/eval.py"): "load_jsonl -> io.read_jsonl",
     ("a JSON-lines reader", "shared/support_eval.py"): "load_jsonl -> io.read_jsonl",

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from shared.finetune import INTENTS  # one list of intents: lesson 07 trains on it too
 from shared.support.lang import EMAIL, NOT_ENGLISH, detect_language, luhn_ok, normalize, redact
 
 __all__ = [
@@ -48,16 +49,6 @@ __all__ = [
 ]
 
 #: the intent labels, shared with lesson 07's classifier.
-INTENTS = (
-    "order_status",
-    "shipping",
-    "returns_refunds",
-    "account",
-    "payments",
-    "product_question",
-    "talk_to_human",
-    "out_of_scope",
-)
 #: intents answered from the knowledge base.
 KB_INTENTS = frozenset({"shipping", "returns_refunds", "account", "payments", "product_question"})
 
