@@ -75,7 +75,7 @@ run: prepare
 	$(PY) -m shared.llm stop --all; exit $$status
 
 bench: prepare
-	$(PY) benchmarks/bench_engines.py
+	$(PY) benchmarks/bench_local.py
 
 demo: prepare
 	$(PY) -m shared.support.ui

@@ -106,14 +106,11 @@ def _answers(host: str, port: int, patience: float) -> bool:
 
 def _command(engine: str, source: str, host: str, port: int) -> tuple[list[str], str]:
     """The server command line and the model name clients must send."""
-    # Decode runs on half the cores (one on a 2-core machine): when the notebook kernel or other
-    # programs share the cores, spinning decode threads stall each other, up to 20x slower.
-    # Prompt processing (prefill) uses every core: it is one large matrix product per batch, twice
-    # as fast with 2 threads on an idle 2-core machine, and its results are bit-identical whatever
-    # the thread count. OMP_NUM_THREADS, when set, fixes both. README "Performance" has the figures.
-    cores = os.cpu_count() or 2
-    threads = os.environ.get("OMP_NUM_THREADS") or str(min(8, max(1, cores // 2)))
-    batch_threads = os.environ.get("OMP_NUM_THREADS") or str(min(8, max(1, cores)))
+    # Half the cores (one on a 2-core machine) for decoding and for reading the prompt, unless
+    # OMP_NUM_THREADS says otherwise. When the notebook kernel or another program holds a core,
+    # spinning compute threads stall each other: two decode threads fell from 111 to 25-29 tokens/s
+    # and two prompt threads from 245 to 36 tokens/s (`make bench`, README "Performance").
+    threads = os.environ.get("OMP_NUM_THREADS") or str(min(8, max(1, (os.cpu_count() or 2) // 2)))
     if engine == "llamacpp":
         cmd = [
             sys.executable,
@@ -132,7 +129,7 @@ def _command(engine: str, source: str, host: str, port: int) -> tuple[list[str],
             "--n_threads",
             threads,
             "--n_threads_batch",
-            batch_threads,
+            threads,
             # llama_cpp.server otherwise ends a stream ("[DONE]") whenever another request comes
             # in: a second notebook or a chat user would cut the first reply short.
             "--interrupt_requests",
