@@ -106,11 +106,15 @@ def _answers(host: str, port: int, patience: float) -> bool:
 
 def _command(engine: str, source: str, host: str, port: int) -> tuple[list[str], str]:
     """The server command line and the model name clients must send."""
-    # Half the cores (one on a 2-core machine) for decoding and for reading the prompt, unless
-    # OMP_NUM_THREADS says otherwise. When the notebook kernel or another program holds a core,
-    # spinning compute threads stall each other: two decode threads fell from 111 to 25-29 tokens/s
-    # and two prompt threads from 245 to 36 tokens/s (`make bench`, README "Performance").
-    threads = os.environ.get("OMP_NUM_THREADS") or str(min(8, max(1, (os.cpu_count() or 2) // 2)))
+    # Decoding runs on half the cores (one on a 2-core machine): when the notebook kernel or another
+    # program holds a core, two spinning decode threads stall each other (111 -> 25-29 tokens/s).
+    # Reading the prompt uses every core: 1.8x faster while the lessons wait for the server (lesson
+    # 03: 147 s instead of 230 s), bit-identical results, but it falls from 245 to 36 tokens/s when
+    # another process computes at the same time. OMP_NUM_THREADS, when set, fixes both (1 on a busy
+    # machine). README "Performance" has the measurements (`make bench`).
+    cores = os.cpu_count() or 2
+    threads = os.environ.get("OMP_NUM_THREADS") or str(min(8, max(1, cores // 2)))
+    batch_threads = os.environ.get("OMP_NUM_THREADS") or str(min(8, cores))
     if engine == "llamacpp":
         cmd = [
             sys.executable,
@@ -129,7 +133,7 @@ def _command(engine: str, source: str, host: str, port: int) -> tuple[list[str],
             "--n_threads",
             threads,
             "--n_threads_batch",
-            threads,
+            batch_threads,
             # llama_cpp.server otherwise ends a stream ("[DONE]") whenever another request comes
             # in: a second notebook or a chat user would cut the first reply short.
             "--interrupt_requests",

@@ -444,7 +444,6 @@ ONE_DEFINITION: dict[str, tuple[str, ...]] = {
 NOT_YET_ONE: dict[tuple[str, str], str] = {
     ("a JSON-lines reader", "shared/prompts.py"): "load_jsonl -> io.read_jsonl",
     ("a JSON-lines reader", "shared/support/eval.py"): "load_jsonl -> io.read_jsonl",
-    ("a JSON-lines reader", "shared/support_eval.py"): "load_jsonl -> io.read_jsonl",
 }
 
 
@@ -471,10 +470,7 @@ def test_each_thing_is_defined_once() -> None:
 
 
 #: lessons whose notebooks do not start with the course-cache call yet (their cells change later).
-CACHE_CALL_PENDING = {
-    "02_model_comparison",
-    "03_prompt_engineering",
-}
+CACHE_CALL_PENDING: set[str] = set()
 
 
 @pytest.mark.parametrize("lesson", LESSON_DIRS)
