@@ -43,3 +43,18 @@ def test_the_command_line_binds_localhost_by_default(capsys) -> None:
     assert done.value.code == 0
     out = capsys.readouterr().out
     assert "python -m shared.support.ui" in out and "127.0.0.1" in out
+
+
+def test_module_runs_as_the_demo_command() -> None:
+    """``make demo`` runs ``python -m shared.support.ui``: the module must call ``main``."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "shared.support.ui", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "usage: python -m shared.support.ui" in done.stdout

@@ -138,10 +138,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--share", action="store_true", help="ask Gradio for a public link (off)")
     p.add_argument("--model", action="store_true", help="let the chat model rephrase answers")
     a = p.parse_args(argv)
+    from shared.paths import configure_environment
     from shared.support.bot import BotConfig, build_bot
+
+    configure_environment()  # the course's cache folders for the models, Chroma and Gradio
 
     print(f"Maple & Mill help chat on http://{a.host}:{a.port} (Ctrl+C stops it)")
     launch(
         build_bot(BotConfig(use_model=a.model)), host=a.host, port=a.port, share=a.share, block=True
     )
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
