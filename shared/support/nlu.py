@@ -18,7 +18,6 @@ None of them depends on the chat model being smart: they are rules and one embed
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,7 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from shared.finetune import INTENTS  # one list of intents: lesson 07 trains on it too
+from shared.finetune import INTENTS
+from shared.io import DataFileError, read_jsonl  # one list of intents: lesson 07 trains on it too
 from shared.support.lang import EMAIL, NOT_ENGLISH, detect_language, luhn_ok, normalize, redact
 
 __all__ = [
@@ -250,15 +250,11 @@ _RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
 
 def load_examples(path: str | Path) -> list[tuple[str, str]]:
     """``(text, intent)`` pairs from a JSON-lines file with ``text`` and ``intent`` fields."""
-    pairs = []
-    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        row = json.loads(line)
+    rows = read_jsonl(path, ("text", "intent"))
+    for row in rows:
         if row["intent"] not in INTENTS:
-            raise ValueError(f"{path}:{n}: unknown intent {row['intent']!r}")
-        pairs.append((row["text"], row["intent"]))
-    return pairs
+            raise DataFileError(f"{Path(path).name}: unknown intent {row['intent']!r} in {row}")
+    return [(row["text"], row["intent"]) for row in rows]
 
 
 class Router:
