@@ -2,8 +2,10 @@
 
 One run measures, for the same SmolLM2-135M-Instruct weights:
 
-* **the course's server** (``llama_cpp.server`` started by :func:`shared.server.start_server` with
-  its default flags) driven through the ``openai`` SDK, as every lesson drives it;
+* **the course's server** (``python -m shared.llama_serve``: ``llama_cpp.server`` with a model
+  that skips the prompt logits no request reads, started by :func:`shared.server.start_server`
+  with its default flags) driven through the ``openai`` SDK, as every lesson drives it, and the
+  stock ``python -m llama_cpp.server`` with the same flags (the ratio is printed after the table);
 * **llama.cpp in-process** (``llama_cpp.Llama``) with 1 thread, 2 threads, and the server's
   policy (1 decode thread, every core for prompt processing);
 * **transformers** ``generate`` in fp32 with 1 torch thread.
@@ -13,8 +15,9 @@ tokens/s and time to the first token of a ``--prompt-tokens`` help-centre prompt
 RAG prompt), each the best of ``--reps`` tries, and the decode and prefill rates as a ratio of the
 best in-process llama.cpp row **of the same situation**. The server also gets a prompt-reuse test:
 the time to the first token when the same long context comes back with a new question (llama.cpp
-keeps the previous prompt's KV cache and only reads the new tail), and when two contexts
-alternate (a miss unless the server's ``--cache`` option keeps older prompts).
+keeps the previous prompt's KV cache and only reads the new tail), when two contexts
+alternate (a miss unless the server's ``--cache`` option keeps older prompts), and one lesson-03
+call (``logprobs=True, top_logprobs=20, max_tokens=1`` on a short new prompt).
 
 Three situations, because a learner's machine is rarely idle:
 
@@ -52,6 +55,12 @@ from shared.processes import free_port
 
 STORY = "Write a short story about a cat who learns to swim."
 QUESTIONS = ("How long do I have to return an item?", "Who pays for return shipping?")
+REVIEW = (
+    "Is this customer review positive or negative? Answer with one word.\n\n"
+    "Review: The handle snapped off the mug the first time I used it."
+)
+COURSE = "course server (SDK), default flags"
+STOCK = "stock llama_cpp.server (SDK), same flags"
 KERNEL_LOAD = """
 import sys, torch
 torch.set_num_threads(1)
@@ -77,6 +86,7 @@ class Row:
     ttft: float = float("nan")  # s to the first token of the long prompt
     reuse_ttft: float = float("nan")  # same context, new question
     alternate_ttft: float = float("nan")  # context A, B, then A again
+    logprobs_s: float = float("nan")  # one top_logprobs=20 call on a short new prompt
     error: str = ""
     notes: list[str] = field(default_factory=list)
 
@@ -199,8 +209,23 @@ def _first_token_s(client: openai.OpenAI, model: str, text: str) -> float:
     return first
 
 
-def bench_server(label: str, extra: list[str], args, sit: str) -> Row:
-    """The course's server with its default flags (plus ``extra``), through the SDK."""
+def _logprobs_s(client: openai.OpenAI, model: str, text: str) -> float:
+    """Seconds for one lesson-03 label-scoring call (the reply's top-20 log-probabilities)."""
+    t0 = time.perf_counter()
+    client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": text}],
+        max_tokens=1,
+        temperature=0,
+        logprobs=True,
+        top_logprobs=20,
+    )
+    return time.perf_counter() - t0
+
+
+def bench_server(label: str, extra: list[str], args, sit: str, module: str = "") -> Row:
+    """The course's server with its default flags (plus ``extra``), through the SDK; ``module``
+    runs another server module with the same flags (the stock ``llama_cpp.server``)."""
     row = Row(sit, label)
     port = free_port()
     probe = local_server.LocalServer(
@@ -213,6 +238,8 @@ def bench_server(label: str, extra: list[str], args, sit: str) -> Row:
         "",
     )
     cmd = local_server.command_line(probe) + extra
+    if module:
+        cmd[cmd.index("-m") + 1] = module
     log = cache_dir("bench") / f"server-{port}.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
@@ -275,6 +302,8 @@ def bench_server(label: str, extra: list[str], args, sit: str) -> Row:
             if first and n > 1:
                 rate = (n - 1) / (time.perf_counter() - first)
                 row.decode = max(row.decode, rate) if row.decode == row.decode else rate
+            lp = _logprobs_s(client, probe.model, nonce + REVIEW)  # the cache holds the story
+            row.logprobs_s = min(row.logprobs_s, lp) if row.logprobs_s == row.logprobs_s else lp
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, 15)
@@ -298,6 +327,7 @@ def table(rows: list[Row], markdown: bool) -> str:
         "first token s",
         "same context s",
         "alternating s",
+        "logprobs call s",
     ]
     lines = []
     for sit in dict.fromkeys(r.situation for r in rows):
@@ -306,7 +336,7 @@ def table(rows: list[Row], markdown: bool) -> str:
         best_p = max((r.prefill for r in inproc if r.prefill == r.prefill), default=float("nan"))
         for r in (r for r in rows if r.situation == sit):
             if r.error:
-                lines.append([sit, r.engine, f"failed: {r.error}"] + [""] * 6)
+                lines.append([sit, r.engine, f"failed: {r.error}"] + [""] * 7)
                 continue
             lines.append(
                 [
@@ -319,6 +349,7 @@ def table(rows: list[Row], markdown: bool) -> str:
                     fmt(r.ttft, ".2f"),
                     fmt(r.reuse_ttft, ".2f"),
                     fmt(r.alternate_ttft, ".2f"),
+                    fmt(r.logprobs_s, ".2f"),
                 ]
             )
     if markdown:
@@ -329,6 +360,25 @@ def table(rows: list[Row], markdown: bool) -> str:
     return "\n".join(
         out + ["  ".join(x.ljust(w) for x, w in zip(line, widths, strict=False)) for line in lines]
     )
+
+
+def versus_stock(rows: list[Row]) -> str:
+    """The course's server over the stock ``llama_cpp.server``, per situation (>1: faster)."""
+    lines = []
+    for sit in dict.fromkeys(r.situation for r in rows):
+        ours, stock = (
+            next((r for r in rows if r.situation == sit and r.engine == e and not r.error), None)
+            for e in (COURSE, STOCK)
+        )
+        if ours and stock:
+            lines.append(
+                f"{sit}: course server / stock llama_cpp.server: prefill "
+                f"{fmt(ours.prefill / stock.prefill, '.2f')}x, decode "
+                f"{fmt(ours.decode / stock.decode, '.2f')}x; first token in "
+                f"{fmt(ours.ttft / stock.ttft, '.2f')}x the time, logprobs call in "
+                f"{fmt(ours.logprobs_s / stock.logprobs_s, '.2f')}x"
+            )
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -356,7 +406,9 @@ def main(argv: list[str] | None = None) -> int:
     for sit in args.situations:
         with situation(sit):
             print(f"-- {sit}", flush=True)
-            rows.append(bench_server("course server (SDK), default flags", [], args, sit))
+            start = len(rows)
+            rows.append(bench_server(COURSE, [], args, sit))
+            rows.append(bench_server(STOCK, [], args, sit, module="llama_cpp.server"))
             rows.append(
                 bench_server("course server (SDK), --cache True", ["--cache", "True"], args, sit)
             )
@@ -369,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             if not args.no_transformers:
                 rows.append(bench_transformers(args, sit))
-            for r in rows[-6:]:
+            for r in rows[start:]:
                 print(
                     f"   {r.engine}: decode {fmt(r.decode, '.1f')}, prefill "
                     f"{fmt(r.prefill, '.0f')}",
@@ -378,6 +430,7 @@ def main(argv: list[str] | None = None) -> int:
     load1 = os.getloadavg()[0]
     print()
     print(table(rows, args.markdown))
+    print(versus_stock(rows))
     print(
         f"\nbest of {args.reps}; {args.new_tokens} new tokens; {args.prompt_tokens}-token "
         f"prompt; x best = over the best in-process llama.cpp row of the same situation. "

@@ -11,8 +11,9 @@ Where things live:
 * infrastructure, which any lesson may import: ``paths`` (repository, ``data/``, the cache),
   ``config`` (settings, :class:`~shared.config.FriendlyError`), ``io`` (JSON lines, atomic
   writes), ``processes`` (ports, pids), ``models`` (the packaged weights), ``server`` (the local
-  OpenAI-compatible server), ``llm`` (clients for every provider), ``checks`` (exercise
-  feedback), ``metrics`` (scores and intervals);
+  OpenAI-compatible server) and ``llama_serve`` (the llama.cpp server it runs), ``llm``
+  (clients for every provider), ``checks`` (exercise feedback), ``metrics`` (scores and
+  intervals);
 * one module per lesson, listed in ``LESSONS``, keeping what a later lesson or the capstone
   reuses; the capstone (lesson 08) is the subpackage ``support/``. The conventions test checks
   that every lesson has its module and its tests.
@@ -43,6 +44,7 @@ CROSS_CUTTING: tuple[str, ...] = (
     "processes",
     "models",
     "server",
+    "llama_serve",
     "llm",
     "checks",
     "metrics",
