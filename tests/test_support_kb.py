@@ -54,6 +54,22 @@ def test_extract_quotes_the_answering_sentences(kb) -> None:
     assert kb.extract("anything", []) == ("", [])
 
 
+def test_extract_adds_sentences_only_within_the_margin(kb) -> None:
+    question, pages = "How much is express delivery?", ["shipping-options", "shipping-bulky"]
+    ranked = kb.rank_sentences(question, pages)
+    best = ranked[0][0]
+    within = sum(1 for score, _, _ in ranked[:5] if best - score <= 0.2)
+    assert within == 2  # the Express table row, then one close sentence (0.99, 0.79, 0.78, ...)
+
+    def count(text: str) -> int:
+        return sum(kb.pages[p].sentences[i].split(": ")[-1][:30] in text for _, p, i in ranked)
+
+    assert count(kb.extract(question, pages, n=1)[0]) == 1
+    assert count(kb.extract(question, pages, n=1, most=5, margin=0.0)[0]) == 1
+    assert count(kb.extract(question, pages, n=1, most=5, margin=0.2)[0]) == within
+    assert count(kb.extract(question, pages, n=1, most=5, margin=10.0)[0]) == 5
+
+
 def test_evidence_is_stronger_for_a_question_the_help_centre_answers(kb) -> None:
     cosine, bm25 = kb.evidence("how long is the warranty on a kettle")
     far_cosine, far_bm25 = kb.evidence("what is the capital of Australia")

@@ -76,7 +76,9 @@ class BotConfig:
     search_mode: str = "hybrid"  # "dense", "lexical" or "hybrid" (RRF)
     prior_weight: float = 0.5  # the router's soft prior (0 = ignore the intent)
     k: int = 3  # pages retrieved (and shown as candidates)
-    sentences: int = 3  # sentences in an extractive answer (from the top-k pages)
+    sentences: int = 3  # sentences in an extractive answer (from the top-k pages), and up to
+    max_sentences: int = 5  # this many when they score within sentence_margin of the best
+    sentence_margin: float = 0.3  # (dev: 115 -> 125 of 150 answers right, 57 -> 78 words)
     follow_up_words: int = 8  # a message this short that leans on the last one is combined
     use_model: bool = False  # True: the chat model rephrases the extract (checked, not streamed)
     max_tokens: int = 64
@@ -333,7 +335,8 @@ class SupportBot:
                     "like me to pass your question to a colleague? Just say yes."
                 ),
             )
-        answer, used_pages = self.kb.extract(query, [h.doc_id for h in hits], cfg.sentences)
+        size = (cfg.sentences, cfg.max_sentences, cfg.sentence_margin)
+        answer, used_pages = self.kb.extract(query, [h.doc_id for h in hits], *size)
         titles = tuple(self.kb.pages[p].title for p in used_pages)
         grounded, used = None, False
         if cfg.use_model:

@@ -333,13 +333,22 @@ class KnowledgeBase:
         return sorted(out, key=lambda t: -t[0])
 
     def extract(
-        self, query: str, page_ids: Sequence[str], n: int = 3, **weights: float
+        self,
+        query: str,
+        page_ids: Sequence[str],
+        n: int = 3,
+        most: int = 0,
+        margin: float = 0.0,
+        **weights: float,
     ) -> tuple[str, list[str]]:
-        """The ``n`` best sentences for ``query`` from ``page_ids``, grouped by page in page order,
-        and the pages they came from."""
+        """The ``n`` best sentences for ``query`` from ``page_ids``, and up to ``most`` when the
+        next ones score within ``margin`` of the best (several sentences answer it about equally
+        well), grouped by page in page order, and the pages they came from."""
         if not page_ids:
             return "", []
-        chosen = self.rank_sentences(query, page_ids, **weights)[:n]
+        ranked = self.rank_sentences(query, page_ids, **weights)
+        close = sum(1 for t in ranked[:most] if ranked[0][0] - t[0] <= margin) if ranked else 0
+        chosen = ranked[: max(n, close)]
         order = {pid: r for r, pid in enumerate(page_ids)}
         chosen.sort(key=lambda t: (order[t[1]], t[2]))
         used = list(dict.fromkeys(pid for _, pid, _ in chosen))
