@@ -46,6 +46,7 @@ from datetime import datetime
 from importlib.metadata import PackageNotFoundError, version
 
 import openai
+import pandas as pd
 import psutil
 
 from shared import llm
@@ -270,15 +271,12 @@ def table(results: list[Result], n_quality: int, markdown: bool) -> str:
             f"{same}/{len(r.answers)}",
             f"{'yes' if r.sdk_stream else 'NO'}/{'yes' if r.langchain_stream else 'NO'}",
         ])  # fmt: skip
-    if markdown:
-        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        lines += ["| " + " | ".join(row) + " |" for row in rows]
-        return "\n".join(lines)
-    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows, strict=False)]
-    widths[0] = max(len(head[0]), *(len(row[0]) for row in rows))
-    out = ["  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True))]
-    out += ["  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=False)) for row in rows]
-    return "\n".join(out)
+    frame = pd.DataFrame(rows, columns=head)
+    return (
+        frame.to_markdown(index=False, disable_numparse=True)
+        if markdown
+        else frame.to_string(index=False)
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

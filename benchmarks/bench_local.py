@@ -47,6 +47,7 @@ from datetime import datetime
 from pathlib import Path
 
 import openai
+import pandas as pd
 
 from shared import server as local_server
 from shared.models import chat_model_dir, prepare_chat_model, smollm2_gguf_path
@@ -352,13 +353,11 @@ def table(rows: list[Row], markdown: bool) -> str:
                     fmt(r.logprobs_s, ".2f"),
                 ]
             )
-    if markdown:
-        out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        return "\n".join(out + ["| " + " | ".join(line) + " |" for line in lines])
-    widths = [max(len(str(x)) for x in col) for col in zip(head, *lines, strict=False)]
-    out = ["  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True))]
-    return "\n".join(
-        out + ["  ".join(x.ljust(w) for x, w in zip(line, widths, strict=False)) for line in lines]
+    frame = pd.DataFrame(lines, columns=head)
+    return (
+        frame.to_markdown(index=False, disable_numparse=True)
+        if markdown
+        else frame.to_string(index=False)
     )
 
 

@@ -51,6 +51,8 @@ import warnings
 from collections import Counter
 from collections.abc import Callable, Sequence
 
+import pandas as pd
+
 from shared import finetune, metrics, paths
 from shared.paths import data_path
 from shared.support import eval as support_eval
@@ -90,13 +92,11 @@ def lm_labeller(model, tokenizer, system: str, batch_size: int, desc: str):
 
 
 def table(head: Sequence[str], lines: Sequence[Sequence[str]], markdown: bool) -> str:
-    if markdown:
-        out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        return "\n".join(out + ["| " + " | ".join(line) + " |" for line in lines])
-    widths = [max(len(str(x)) for x in col) for col in zip(head, *lines, strict=True)]
-    return "\n".join(
-        "  ".join(str(x).ljust(w) for x, w in zip(line, widths, strict=True)).rstrip()
-        for line in [head, *lines]
+    frame = pd.DataFrame(lines, columns=list(head))
+    return (
+        frame.to_markdown(index=False, disable_numparse=True)
+        if markdown
+        else frame.to_string(index=False)
     )
 
 

@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import pandas as pd
+
 from shared.support import BotConfig, build_bot
 from shared.support import eval as support_eval
 
@@ -89,7 +91,7 @@ def main() -> int:
             )
         )
     head = ("path", "turns", "median s", "p90 s", "max s", "model text shown", "wall s", "load")
-    lines = [head] + [
+    lines = [
         (
             r[0],
             str(r[1]),
@@ -102,14 +104,12 @@ def main() -> int:
         )
         for r in rows
     ]
-    if a.markdown:
-        print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
-        for line in lines[1:]:
-            print("| " + " | ".join(line) + " |")
-    else:
-        widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
-        for line in lines:
-            print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)))
+    frame = pd.DataFrame(lines, columns=list(head))
+    print(
+        frame.to_markdown(index=False, disable_numparse=True)
+        if a.markdown
+        else frame.to_string(index=False)
+    )
     print(f"set: {a.set}; {os.cpu_count()} CPUs; load = 1-minute load average before->after")
     return 0
 
