@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 
 import openai
@@ -111,6 +112,31 @@ def test_orders_for_customers_and_guests(bot) -> None:
     general = bot.respond(guest, "where is my order? it's been a week")  # no number: help centre
     assert general.action == "answer" and general.doc_ids
     assert bot.respond(guest, "where is order 1024?").guardrail == "sign_in"
+
+
+@pytest.mark.parametrize(
+    ("message", "first", "last"),
+    [
+        ("what's your cheapest lamp?", "Brass Reading Lamp", None),
+        ("most expensive thing you sell?", "Folding Dining Table", "Oak Bookshelf"),
+        ("any kettles under 100 dollars?", "Copper Line Electric Kettle", None),
+    ],
+)
+def test_a_price_in_a_product_request_limits_and_orders_the_picks(bot, message, first, last):
+    reply = bot.respond(bot.new_session(None), message)
+    assert reply.action == "recommend" and first in reply.text.splitlines()[1]
+    assert last is None or last in reply.text.splitlines()[2]
+
+
+def test_a_budget_keeps_every_pick_within_it(bot) -> None:
+    reply = bot.respond(bot.new_session(None), "something under $50 for my sister's new flat?")
+    prices = [float(p) for p in re.findall(r"\(\$(\d+\.\d\d)\)", reply.text)]
+    assert reply.action == "recommend" and prices and max(prices) <= 50
+
+
+def test_a_price_in_a_question_about_the_rules_is_not_a_product_request(bot) -> None:
+    reply = bot.respond(bot.new_session(None), "Is shipping free for orders over $150?")
+    assert reply.action == "answer" and "$150" in reply.text
 
 
 def test_recommendations_without_the_word_recommend(bot) -> None:

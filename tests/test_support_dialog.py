@@ -7,9 +7,11 @@ import pytest
 
 from shared.support.dialog import (
     asks_for_order,
+    asks_if_stocked,
     is_follow_up,
     is_yes,
     order_ids,
+    price_request,
     rewrite_follow_up,
     wants_recommendation,
 )
@@ -31,6 +33,39 @@ def test_recommendation_and_order_cues() -> None:
     assert not asks_for_order("my order arrived damaged, what now?", [])
     assert asks_for_order("when will it arrive?", [], after_order=True)
     assert not asks_for_order("when will it arrive?", [], after_order=False)
+
+
+@pytest.mark.parametrize(
+    ("text", "stocked"),
+    [
+        ("do you have wool throws?", True),
+        ("Do you sell covers for garden furniture?", True),
+        ("can I buy a spare lid for the kettle?", True),
+        ("do you have a printed catalogue you could post to me?", True),
+        ("Do you have a physical store I can visit?", False),
+        ("do you have a shop in Riverton where I could hold the knives first?", False),
+        ("Does Maple & Mill have a phone app?", False),
+        ("How do I return the throw?", False),
+    ],
+)
+def test_a_question_about_the_shops_own_places_is_not_a_catalogue_question(
+    text: str, stocked: bool
+) -> None:
+    assert asks_if_stocked(text) is stocked
+
+
+def test_price_requests() -> None:
+    cheapest = price_request("what's your cheapest lamp?")
+    assert cheapest is not None and cheapest.order == "low" and cheapest.most is None
+    assert "lamp" in cheapest.rest and "cheapest" not in cheapest.rest
+    budget = price_request("anything under $49.50 for a camping trip?")
+    assert budget is not None and budget.most == 49.5 and budget.order == ""
+    assert price_request("a gift over 100 dollars for my dad").least == 100
+    assert price_request("the most expensive knife set").order == "high"
+    # prices in questions about the shop's rules, and no price at all
+    assert price_request("is shipping free for orders over $150?") is None
+    assert price_request("can I pay in instalments if my basket is under $150?") is None
+    assert price_request("do you sell lamps?") is None
 
 
 def test_follow_up_detection() -> None:

@@ -80,3 +80,8 @@ def test_a_destination_the_help_centre_does_not_name_is_abroad(kb) -> None:
     assert kb.abroad("delivery cost to Vancouver?").endswith("(international delivery)")
     assert kb.abroad("can I collect in Riverton?") == "can I collect in Riverton?"
     assert kb.abroad("how much is delivery") == "how much is delivery"
+    assert kb.abroad("do you ship in Canada?").endswith("(international delivery)")
+    assert kb.abroad("I live in Norway, can I order?").endswith("(international delivery)")
+    # a place that is not a destination
+    assert kb.abroad("Are your products made in China?") == "Are your products made in China?"
+    assert kb.abroad("Is there a store in Lyon?") == "Is there a store in Lyon?"

@@ -32,6 +32,7 @@ from shared.support.dialog import (
     is_follow_up,
     is_yes,
     order_ids,
+    price_request,
     rewrite_follow_up,
     wants_any_recommendation,
     wants_recommendation,
@@ -69,7 +70,7 @@ class BotConfig:
     max_chars: int = 2000  # longer messages are refused
     #: "is this in the help centre?": logistic regression (bias, best sentence cosine,
     #: log(1 + best BM25 score)) fitted on the dev questions; below ``min_answerable`` it declines
-    answerable_weights: tuple[float, float, float] = (-6.28, 6.6, 2.19)
+    answerable_weights: tuple[float, float, float] = (-6.64, 6.52, 2.4)
     min_answerable: float = 0.65
     out_of_scope_score: float = 0.55  # best sentence cosine needed when the router says so
     loose_product_match: float = 0.33  # product cosine for a request the help centre can't answer
@@ -245,22 +246,19 @@ class SupportBot:
         if s.customer_id is None and asks_for_order(text, ids, after_order):
             # a guest's order question: how to track an order, from the help centre
             return self._kb_answer(s, base, f"{text} (tracking a guest order)", follow, True)
-        if wants_recommendation(text) or asks_if_stocked(text):
-            picks = self.products.search(text)
+        price = price_request(text)
+        if wants_recommendation(text) or asks_if_stocked(text) or price:
+            picks = self.products.search(text, price=price)
             if (
                 not picks
-                and wants_recommendation(text)
+                and (wants_recommendation(text) or price)
                 and self.answerable(text) < cfg.min_answerable
             ):
                 # a product request the help centre does not answer: a looser catalogue match
-                picks = self.products.search(text, min_similarity=cfg.loose_product_match)
+                picks = self.products.search(text, 3, cfg.loose_product_match, price)
             if picks:
-                return replace(
-                    base,
-                    text=ProductSearch.text(picks),
-                    action="recommend",
-                    sources=("our catalogue",),
-                )
+                shown = ProductSearch.text(picks)
+                return replace(base, text=shown, action="recommend", sources=("our catalogue",))
             if wants_any_recommendation(text):
                 return replace(
                     base,

@@ -7,7 +7,8 @@ Model-free cues, read from the words of one message and the previous turn:
 - :func:`asks_for_order` and :func:`order_ids` - a signed-in customer's question about their own
   orders, and the order numbers in a message;
 - :func:`wants_recommendation`, :func:`wants_any_recommendation`, :func:`asks_if_stocked` - a
-  request for products;
+  request for products; :func:`price_request` - a price limit or order in one ("the cheapest
+  lamp", "something under $50");
 - :func:`is_yes` - a short yes (to the offer of a colleague).
 """
 
@@ -15,17 +16,20 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from shared.support.lang import normalize
 
 __all__ = [
+    "PriceRequest",
     "asks_for_order",
     "asks_if_stocked",
     "is_follow_up",
     "is_yes",
     "order_ids",
+    "price_request",
     "rewrite_follow_up",
     "wants_any_recommendation",
     "wants_recommendation",
@@ -83,7 +87,58 @@ _STOCK = re.compile(
     r"|\bcan i (buy|order|get) (an?|any|some)\b",
     re.I,
 )
+#: "do you have a shop in ...?": the shop's own services and places, not products it sells
+_SERVICE = re.compile(
+    r"\b(do|does|will) (you|maple & mill|the shop) (have|run|offer|make) (an? |any )?"
+    r"(physical |real |local |bricks and mortar |mobile |phone |smartphone )?"
+    r"(shops?|stores?|showrooms?|outlets?|branch(es)?|locations?|warehouse|apps?|"
+    r"pick-?up points?|collection points?)\b",
+    re.I,
+)
 _GENERIC_RECOMMEND = re.compile(r"\b(recommend|suggest|ideas?|what should i (buy|get))", re.I)
+
+
+_AMOUNT = r"\$?\s*(\d+(?:\.\d{1,2})?)\s*(?:\$|dollars?|bucks)?"
+_AT_MOST = re.compile(
+    rf"\b(?:under|below|less than|cheaper than|no more than|up to|at most|max(?:imum)?|within)\s*"
+    rf"{_AMOUNT}|{_AMOUNT}\s*(?:or less|or under|max|tops)\b",
+    re.I,
+)
+_AT_LEAST = re.compile(rf"\b(?:over|above|more than|at least)\s*{_AMOUNT}", re.I)
+_LOWEST = re.compile(r"\b(cheapest|least expensive|lowest[- ]priced|most affordable)\b", re.I)
+_HIGHEST = re.compile(r"\b(most expensive|priciest|highest[- ]priced)\b", re.I)
+#: a price in a question about the shop's rules ("free shipping over $150?"), not about products
+_POLICY = re.compile(
+    r"\b(ship\w*|deliver\w*|postage|orders?|baskets?|carts?|checkout|returns?|refund\w*|fees?|"
+    r"pay\w*|instal\w*|splitpay|gift cards?|codes?|discounts?|vouchers?|membership|plus)\b",
+    re.I,
+)
+
+
+@dataclass(frozen=True)
+class PriceRequest:
+    """A price limit and/or order asked for in a product request."""
+
+    most: float | None = None  # "under $50"
+    least: float | None = None  # "over $100"
+    order: str = ""  # "low" (the cheapest first), "high" (the most expensive first) or ""
+    rest: str = ""  # the request without its price words ("what's your lamp?"), for matching
+
+
+def price_request(text: str) -> PriceRequest | None:
+    """The price limit or order of a product request ("the cheapest lamp", "anything under
+    $50?"), or None: no price asked for, or the price is about the shop's rules ("is shipping
+    free over $150?", "can I pay in instalments under $150?")."""
+    text = normalize(text)
+    most, least = _AT_MOST.search(text), _AT_LEAST.search(text)
+    order = "low" if _LOWEST.search(text) else "high" if _HIGHEST.search(text) else ""
+    if not (most or least or order) or _POLICY.search(text):
+        return None
+    number = [float(next(g for g in m.groups() if g)) if m else None for m in (most, least)]
+    rest = text
+    for pattern in (_AT_MOST, _AT_LEAST, _LOWEST, _HIGHEST):
+        rest = pattern.sub(" ", rest)
+    return PriceRequest(number[0], number[1], order, " ".join(rest.split()))
 
 
 def is_follow_up(text: str, max_words: int = 8) -> bool:
@@ -118,8 +173,8 @@ def order_ids(text: str, known: frozenset[int] = frozenset()) -> list[int]:
 
 
 def asks_if_stocked(text: str) -> bool:
-    """ "Do you sell ...?" - a catalogue question."""
-    return bool(_STOCK.search(text))
+    """ "Do you sell ...?" - a catalogue question ("do you have a shop in ...?" is not one)."""
+    return bool(_STOCK.search(text)) and not _SERVICE.search(text)
 
 
 def wants_any_recommendation(text: str) -> bool:

@@ -62,7 +62,13 @@ _STOP = frozenset(
     "we us is it of to in on at be do a an or if so as by no get got want please hi hello "
     "thanks thank".split()
 )
-_PLACE = re.compile(r"\b(?:to|in|into|from)\s+([A-Z][a-z]+(?:\s[A-Z][a-z]+)*)")
+_PLACE = re.compile(r"\b(to|in|into|from)\s+([A-Z][a-z]+(?:\s[A-Z][a-z]+)*)")
+#: words that make "in <place>" / "from <place>" about delivery ("made in China" is not)
+_DELIVERY = re.compile(
+    r"\b(ship\w*|deliver\w*|send\w*|sent|post(age|ed)?|mail\w*|arriv\w*|courier|customs|"
+    r"dut(y|ies)|import\w*|parcels?|packages?|orders?|ordering|live|living|abroad|overseas)\b",
+    re.I,
+)
 _SENTENCE = re.compile(r"(?<=[.!?;])\s+(?=[A-Z0-9(\"'])")
 
 
@@ -217,11 +223,15 @@ class KnowledgeBase:
         self.vocab = {w for p in pages for w in lexical_tokens(f"{p.title} {p.body}")}
 
     def abroad(self, query: str) -> str:
-        """``query`` plus "international delivery" when it names a place after to/in/from that
-        no page mentions ("delivery cost to Vancouver"): the help centre names only the shop's
-        own town, so any other destination is a question about international shipping."""
+        """``query`` plus "international delivery" when it names a destination that no page
+        mentions ("delivery cost to Vancouver"): the help centre names only the shop's own town,
+        so any other destination is a question about international shipping. A place after
+        "to" is a destination; after in/into/from only in a question about delivery ("do you
+        ship in Canada?", but not "are they made in China?" or "a store in Lyon?")."""
         for m in _PLACE.finditer(query):
-            if not any(w in self.vocab for w in lexical_tokens(m.group(1))):
+            if m.group(1) != "to" and not _DELIVERY.search(query):
+                continue
+            if not any(w in self.vocab for w in lexical_tokens(m.group(2))):
                 return f"{query} (international delivery)"
         return query
 

@@ -8,6 +8,7 @@ scoped to the signed-in customer, so one customer can never read another's order
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from contextlib import closing
 from pathlib import Path
@@ -143,6 +144,18 @@ class ShopDB:
         return self.query("SELECT * FROM products ORDER BY product_id")
 
 
+#: a request that names no kind of product ("the most expensive thing you sell?")
+_ANY_PRODUCT = re.compile(
+    r"^\W*(what('s| is)?|which|show me|tell me)?\W*(is |are )?(the |your |a )?\W*"
+    r"(thing|things|item|items|product|products|one|anything|something)?\W*"
+    r"((that )?(you|u) (sell|have|stock|carry|do))?\W*(here|in the shop|on the site)?\W*$",
+    re.I,
+)
+
+
+_OPEN = re.compile(r"\b(something|anything|ideas?|gifts?|presents?)\b", re.I)
+
+
 class ProductSearch:
     """Products that fit a request ("something to light up my desk"): MiniLM over the catalogue.
 
@@ -171,13 +184,35 @@ class ProductSearch:
         return sorted(zip(sims.tolist(), self.items, strict=True), key=lambda t: -t[0])
 
     def search(
-        self, request: str, n: int = 3, min_similarity: float | None = None
+        self,
+        request: str,
+        n: int = 3,
+        min_similarity: float | None = None,
+        price: Any = None,
     ) -> list[dict[str, Any]]:
-        """Up to ``n`` products that fit ``request``, best first (empty when none fits)."""
-        ranked = self.scores(request)
+        """Up to ``n`` products that fit ``request``, best first (empty when none fits).
+
+        ``price`` (a :class:`~shared.support.dialog.PriceRequest`) keeps the products within its
+        limits and, with an order, returns the fitting products cheapest (or dearest) first.
+        """
+        ranked = self.scores(price.rest if price is not None else request)
+        if price is not None:
+            ranked = [
+                (s, p)
+                for s, p in ranked
+                if (price.most is None or p["price"] <= price.most)
+                and (price.least is None or p["price"] >= price.least)
+            ]
         floor = self.min_similarity if min_similarity is None else min_similarity
+        if price is not None and price.order and _ANY_PRODUCT.match(price.rest):
+            ranked = [(floor, p) for _, p in ranked]  # "the cheapest thing you sell": all of them
+        elif price is not None and _OPEN.search(price.rest):
+            floor = -1.0  # "something under $50 for her flat": the closest within the budget
         if not ranked or ranked[0][0] < floor:
             return []
+        if price is not None and price.order:  # "the cheapest lamp": the lamps, by price
+            fits = [p for s, p in ranked if s >= ranked[0][0] - self.margin]
+            return sorted(fits, key=lambda p: p["price"], reverse=price.order == "high")[:n]
         return [p for s, p in ranked[:n] if s >= ranked[0][0] - self.margin]
 
     @staticmethod
