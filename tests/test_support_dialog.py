@@ -45,6 +45,7 @@ def test_recommendation_and_order_cues() -> None:
         ("Do you have a physical store I can visit?", False),
         ("do you have a shop in Riverton where I could hold the knives first?", False),
         ("Does Maple & Mill have a phone app?", False),
+        ("do you have live chat", False),
         ("How do I return the throw?", False),
     ],
 )

@@ -72,6 +72,8 @@ def test_mood_reads_shouting_full_width_and_chinese() -> None:
     assert (calm.sentiment, calm.score, calm.urgent, calm.upset) == ("neutral", 0, False, False)
     assert assess_mood("Thanks, that was really helpful!").sentiment == "positive"
     assert not assess_mood("I'm a bit disappointed").upset  # mild: no hand-off for one word
+    assert assess_mood("you guys are useless, my order is 2 weeks late").upset
+    assert not assess_mood("my order is late, where is it?").upset
 
 
 @pytest.mark.parametrize(

@@ -92,7 +92,7 @@ _SERVICE = re.compile(
     r"\b(do|does|will) (you|maple & mill|the shop) (have|run|offer|make) (an? |any )?"
     r"(physical |real |local |bricks and mortar |mobile |phone |smartphone )?"
     r"(shops?|stores?|showrooms?|outlets?|branch(es)?|locations?|warehouse|apps?|"
-    r"pick-?up points?|collection points?)\b",
+    r"pick-?up points?|collection points?|(live )?chat|hotline|helpline|phone line|newsletter)\b",
     re.I,
 )
 _GENERIC_RECOMMEND = re.compile(r"\b(recommend|suggest|ideas?|what should i (buy|get))", re.I)
