@@ -8,11 +8,12 @@ seconds per turn (wall time of ``bot.respond``: guardrails, routing, retrieval, 
 model call), the model calls made, and the machine's load average, since on a shared machine
 the figures move with whatever else runs. Nothing here is asserted in tests.
 
-    python benchmarks/bench_support.py [--set dev|dev2|dev-all|test] [--paths extractive model]
+    python benchmarks/bench_support.py [--set dev|dev2|dev3|dev-all|test] [--paths extractive model]
                                        [--markdown] [--dump rows.jsonl]
 
-``dev-all`` is both dev sets together. ``--dump`` writes every scored row of a dev set (question,
-action, reply, pages) for reading the failures; the frozen test set is scored, never dumped.
+``dev-all`` is the three dev sets together. ``--dump`` writes every scored row of a dev set
+(question, action, reply, pages) for reading the failures; the frozen test set is scored, never
+dumped.
 """
 
 from __future__ import annotations
@@ -31,7 +32,13 @@ from shared.support import BotConfig, build_bot
 from shared.support import eval as support_eval
 
 #: the evaluation sets (file-name prefixes in data/support) behind each ``--set``.
-SETS = {"dev": ("dev",), "dev2": ("dev2",), "dev-all": ("dev", "dev2"), "test": ("test",)}
+SETS = {
+    "dev": ("dev",),
+    "dev2": ("dev2",),
+    "dev3": ("dev3",),
+    "dev-all": ("dev", "dev2", "dev3"),
+    "test": ("test",),
+}
 
 
 def load(name: str, kind: str) -> list[dict]:

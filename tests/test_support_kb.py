@@ -76,6 +76,16 @@ def test_evidence_is_stronger_for_a_question_the_help_centre_answers(kb) -> None
     assert 0.0 <= far_cosine < 0.3 < 0.5 < cosine <= 1.0 and bm25 > far_bm25 >= 0.0
 
 
+def test_evidence_is_the_best_over_the_question_and_its_variants(kb) -> None:
+    alone, generic = (
+        kb.evidence("how do i return the kettle"),
+        kb.evidence("how do i return the item"),
+    )
+    both = kb.evidence("how do i return the kettle", "how do i return the item")
+    assert both == (max(alone[0], generic[0]), max(alone[1], generic[1]))
+    assert generic[0] > alone[0] + 0.2  # a product's name pulls the embedding off the rule
+
+
 def test_a_destination_the_help_centre_does_not_name_is_abroad(kb) -> None:
     assert kb.abroad("delivery cost to Vancouver?").endswith("(international delivery)")
     assert kb.abroad("can I collect in Riverton?") == "can I collect in Riverton?"

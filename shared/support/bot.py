@@ -70,8 +70,8 @@ class BotConfig:
     max_chars: int = 2000  # longer messages are refused
     #: "is this in the help centre?": logistic regression (bias, best sentence cosine,
     #: log(1 + best BM25 score)) fitted on the dev questions; below ``min_answerable`` it declines
-    answerable_weights: tuple[float, float, float] = (-6.64, 6.52, 2.4)
-    min_answerable: float = 0.65
+    answerable_weights: tuple[float, float, float] = (-6.72, 9.49, 1.48)
+    min_answerable: float = 0.6
     out_of_scope_score: float = 0.55  # best sentence cosine needed when the router says so
     loose_product_match: float = 0.33  # product cosine for a request the help centre can't answer
     search_mode: str = "hybrid"  # "dense", "lexical" or "hybrid" (RRF)
@@ -81,6 +81,7 @@ class BotConfig:
     max_sentences: int = 5  # this many when they score within sentence_margin of the best
     sentence_margin: float = 0.3  # (dev: 115 -> 125 of 150 answers right, 57 -> 78 words)
     follow_up_words: int = 8  # a message this short that leans on the last one is combined
+    follow_up_answerable: float = 0.4  # enough for a follow-up whose page its context agrees on
     use_model: bool = False  # True: the chat model rephrases the extract (checked, not streamed)
     max_tokens: int = 64
     min_grounded: float = 0.7  # share of the rephrasing's content words found in the source
@@ -315,6 +316,8 @@ class SupportBot:
         s.topic = s.topic if follow and s.topic else text
         top = max((h.dense for h in hits), default=0.0)
         chance = self.answerable(query)
+        if follow and hits and chance >= cfg.follow_up_answerable:  # alone, same best page
+            sure = sure or self.kb.search(self.kb.abroad(text), 1)[0].doc_id == hits[0].doc_id
         base = replace(
             base,
             doc_ids=tuple(h.doc_id for h in hits),
@@ -349,7 +352,7 @@ class SupportBot:
     def answerable(self, query: str) -> float:
         """The probability that the help centre answers ``query``: a logistic regression on
         :meth:`KnowledgeBase.evidence` with the weights of :class:`BotConfig`."""
-        cosine, bm25 = self.kb.evidence(query)
+        cosine, bm25 = self.kb.evidence(query, self.products.generic(query))
         bias, w_cosine, w_bm25 = self.config.answerable_weights
         return 1.0 / (1.0 + math.exp(-(bias + w_cosine * cosine + w_bm25 * math.log1p(bm25))))
 

@@ -36,9 +36,10 @@ __all__ = [
 ]
 
 _RECOMMEND = re.compile(
-    r"\b(recommend|suggest|advi[cs]e me|ideas?|(a|good|nice) (gift|present)|birthday|looking for|"
-    r"(need|want|after|i'?d like|i would like) (a|an|some|something)|"
-    r"something (to|for|that|nice|good)|"
+    r"\b(recommend|suggest|advi[cs]e me|ideas?|(?<!as )(a|good|nice) (gift|present)(?! card)|"
+    r"birthday|looking for|(need|want|after|i'?d like|i would like) (a|an|some|something)|"
+    r"(something|anything) (to|for|that|nice|good|so|which|you (sell|have|stock)|"
+    r"(on|in|from) (your|the) (site|website|shop|store|catalogue))|"
     r"what (should|could|would) (i|you) (buy|get|order|pick|choose)|which (one|product) should|"
     r"what (goes|would go) (well )?with|"
     r"good (option|choice) for|best .{0,20} for|which (one )?of your \w+)\b",

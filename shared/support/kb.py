@@ -275,12 +275,17 @@ class KnowledgeBase:
             scores[page] = max(scores.get(page, 0.0), float(s))
         return scores
 
-    def evidence(self, query: str) -> tuple[float, float]:
+    def evidence(self, query: str, *variants: str) -> tuple[float, float]:
         """``(best sentence cosine, best BM25 score)`` over the whole help centre: how close the
         nearest sentence is in meaning, and how many of the question's rarer words one chunk
-        shares. :class:`~shared.support.bot.BotConfig` turns the two into "answerable?"."""
-        sentence = float(np.max(self.unit_matrix @ self.query_vector(query)))
-        return sentence, max(self.lexical_scores(query).values(), default=0.0)
+        shares; each the best over ``query`` and its ``variants`` (the same question in other
+        words). :class:`~shared.support.bot.BotConfig` turns the two into "answerable?"."""
+        best = (0.0, 0.0)
+        for text in dict.fromkeys((query, *variants)):
+            sentence = float(np.max(self.unit_matrix @ self.query_vector(text)))
+            bm25 = max(self.lexical_scores(text).values(), default=0.0)
+            best = (max(best[0], sentence), max(best[1], bm25))
+        return best
 
     def search(
         self,

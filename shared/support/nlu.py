@@ -94,6 +94,9 @@ _OTHER_CUSTOMER = re.compile(
     r"|\b(e-?mail|address|phone|orders?|order (list|history)|details|account)\b.{0,40}"
     r"\b(of|for) (the )?(customer|user|client|account holder|person)( called| named)? "
     r"(?-i:[A-Z][a-z]+)"
+    # "What's Ava Thompson's email?": a named person's contact details or orders
+    r"|(?-i:\b(?!Maple |Mill |Copper |Riverton )[A-Z][a-z]+ (?!Mill|Forge|Line|Plus)[A-Z][a-z]+)"
+    r"'s (e-?mail|address|phone|number|orders?|account|details)"
     r"|(其他|别的|别人|其它)(客户|顾客|用户|人)?的(订单|地址|账户|信息|邮箱|电话)",
     re.I | re.S,
 )

@@ -156,6 +156,12 @@ _ANY_PRODUCT = re.compile(
 _OPEN = re.compile(r"\b(something|anything|ideas?|gifts?|presents?)\b", re.I)
 
 
+def _kind(name: str) -> str:
+    """A name's last word, sizes and notes left out ("Mill Forge Dutch Oven 5 L" -> "oven")."""
+    words = [w for w in re.findall(r"[A-Za-z]+", re.sub(r"\(.*?\)", "", name)) if len(w) > 2]
+    return words[-1].lower() if words else ""
+
+
 class ProductSearch:
     """Products that fit a request ("something to light up my desk"): MiniLM over the catalogue.
 
@@ -177,6 +183,15 @@ class ProductSearch:
         self.query_vector = query_vector or (lambda text: embed([text])[0])
         texts = [f"{p['name']} ({p['category']}): {p['description']}" for p in self.items]
         self.matrix = embed(texts)  # (P, D), unit rows
+        #: the kinds of product sold ("kettle", "lamp"): the last word of each product's name
+        kinds = {_kind(p["name"]) for p in self.items} - {"", "set", "trio", "card", "throw", "bag"}
+        self._kinds = re.compile(rf"\b({'|'.join(sorted(kinds))})(e?s)?\b", re.I)
+
+    def generic(self, text: str) -> str:
+        """``text`` with the kinds of product it names replaced by "item" ("how do I return the
+        kettle?" -> "how do I return the item?"): the help centre's rules are the same for every
+        product, and a product's name pulls a sentence embedding away from them."""
+        return self._kinds.sub("item", text)
 
     def scores(self, request: str) -> list[tuple[float, dict[str, Any]]]:
         """``(cosine, product)`` for every in-stock product, best first."""
