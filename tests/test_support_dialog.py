@@ -63,6 +63,9 @@ def test_price_requests() -> None:
     assert budget is not None and budget.most == 49.5 and budget.order == ""
     assert price_request("a gift over 100 dollars for my dad").least == 100
     assert price_request("the most expensive knife set").order == "high"
+    everything = price_request("most expensive thing you sell?")
+    assert everything.any_product and not price_request("the cheapest lamp").any_product
+    assert price_request("something under $50 for my sister's flat").open and not cheapest.open
     # prices in questions about the shop's rules, and no price at all
     assert price_request("is shipping free for orders over $150?") is None
     assert price_request("can I pay in instalments if my basket is under $150?") is None

@@ -114,6 +114,15 @@ _POLICY = re.compile(
     r"pay\w*|instal\w*|splitpay|gift cards?|codes?|discounts?|vouchers?|membership|plus)\b",
     re.I,
 )
+#: a product request that names no kind of product ("the most expensive thing you sell?")
+_ANY_PRODUCT = re.compile(
+    r"^\W*(what('s| is)?|which|show me|tell me)?\W*(is |are )?(the |your |a )?\W*"
+    r"(thing|things|item|items|product|products|one|anything|something)?\W*"
+    r"((that )?(you|u) (sell|have|stock|carry|do))?\W*(here|in the shop|on the site)?\W*$",
+    re.I,
+)
+#: an open request ("something under $50 for her flat"): the closest products within the budget
+_OPEN = re.compile(r"\b(something|anything|ideas?|gifts?|presents?)\b", re.I)
 
 
 @dataclass(frozen=True)
@@ -124,6 +133,8 @@ class PriceRequest:
     least: float | None = None  # "over $100"
     order: str = ""  # "low" (the cheapest first), "high" (the most expensive first) or ""
     rest: str = ""  # the request without its price words ("what's your lamp?"), for matching
+    any_product: bool = False  # it names no kind of product ("the cheapest thing you sell")
+    open: bool = False  # an open request ("something under $50"): no similarity floor
 
 
 def price_request(text: str) -> PriceRequest | None:
@@ -139,7 +150,10 @@ def price_request(text: str) -> PriceRequest | None:
     rest = text
     for pattern in (_AT_MOST, _AT_LEAST, _LOWEST, _HIGHEST):
         rest = pattern.sub(" ", rest)
-    return PriceRequest(number[0], number[1], order, " ".join(rest.split()))
+    rest = " ".join(rest.split())
+    return PriceRequest(
+        number[0], number[1], order, rest, bool(_ANY_PRODUCT.match(rest)), bool(_OPEN.search(rest))
+    )
 
 
 def is_follow_up(text: str, max_words: int = 8) -> bool:

@@ -12,7 +12,10 @@ import re
 import sqlite3
 from contextlib import closing
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from shared.support.dialog import PriceRequest
 
 from shared.config import FriendlyError
 
@@ -144,18 +147,6 @@ class ShopDB:
         return self.query("SELECT * FROM products ORDER BY product_id")
 
 
-#: a request that names no kind of product ("the most expensive thing you sell?")
-_ANY_PRODUCT = re.compile(
-    r"^\W*(what('s| is)?|which|show me|tell me)?\W*(is |are )?(the |your |a )?\W*"
-    r"(thing|things|item|items|product|products|one|anything|something)?\W*"
-    r"((that )?(you|u) (sell|have|stock|carry|do))?\W*(here|in the shop|on the site)?\W*$",
-    re.I,
-)
-
-
-_OPEN = re.compile(r"\b(something|anything|ideas?|gifts?|presents?)\b", re.I)
-
-
 def _kind(name: str) -> str:
     """A name's last word, sizes and notes left out ("Mill Forge Dutch Oven 5 L" -> "oven")."""
     words = [w for w in re.findall(r"[A-Za-z]+", re.sub(r"\(.*?\)", "", name)) if len(w) > 2]
@@ -203,7 +194,7 @@ class ProductSearch:
         request: str,
         n: int = 3,
         min_similarity: float | None = None,
-        price: Any = None,
+        price: PriceRequest | None = None,
     ) -> list[dict[str, Any]]:
         """Up to ``n`` products that fit ``request``, best first (empty when none fits).
 
@@ -219,9 +210,9 @@ class ProductSearch:
                 and (price.least is None or p["price"] >= price.least)
             ]
         floor = self.min_similarity if min_similarity is None else min_similarity
-        if price is not None and price.order and _ANY_PRODUCT.match(price.rest):
+        if price is not None and price.order and price.any_product:
             ranked = [(floor, p) for _, p in ranked]  # "the cheapest thing you sell": all of them
-        elif price is not None and _OPEN.search(price.rest):
+        elif price is not None and price.open:
             floor = -1.0  # "something under $50 for her flat": the closest within the budget
         if not ranked or ranked[0][0] < floor:
             return []
