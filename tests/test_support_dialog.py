@@ -32,6 +32,11 @@ def test_recommendation_and_order_cues() -> None:
     assert not asks_for_order("my new lamp arrived damaged, what now?", [])
     assert not asks_for_order("my order arrived damaged, what now?", [])
     assert asks_for_order("when will it arrive?", [], after_order=True)
+    # "I placed an order" is the customer's own order, as "my order" is
+    assert asks_for_order("I just placed an order, what's its status?", [])
+    assert asks_for_order("where is the order I placed on Monday?", [])
+    assert not asks_for_order("I placed an order, can I still cancel it?", [])
+    assert not asks_for_order("can I place an order by phone?", [])
     assert not asks_for_order("when will it arrive?", [], after_order=False)
 
 

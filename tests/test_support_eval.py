@@ -92,3 +92,54 @@ def test_scores_count_right_and_total() -> None:
         "  order": (1, 1),
         "  refuse": (0, 1),
     }
+
+
+_SETS = ("dev", "dev2", "dev3", "dev4", "test")
+
+
+@pytest.mark.parametrize("name", _SETS)
+def test_evaluation_sets_are_consistent_with_the_pages_and_the_shop(name: str) -> None:
+    """Every label can be met: gold pages exist, facts are on the gold page (whitespace folded),
+    order numbers in the facts are the customer's own, products are sold and in stock."""
+    import csv
+    import re
+
+    from shared.paths import data_path
+    from shared.support.eval import load_jsonl
+    from shared.support.kb import load_pages
+
+    def fold(text: str) -> str:
+        return re.sub(r"\s+", " ", text).lower()
+
+    pages = {p.id: fold(p.body) for p in load_pages()}
+    orders = {
+        int(r["order_id"]): (int(r["customer_id"]), r["status"])
+        for r in csv.DictReader(data_path("shop", "orders.csv").open())
+    }
+    stocked = {
+        r["name"]
+        for r in csv.DictReader(data_path("shop", "products.csv").open())
+        if int(r["stock"]) > 0
+    }
+    questions = load_jsonl(f"{name}_questions.jsonl")
+    assert len({q["id"] for q in questions}) == len(questions)
+    for q in questions:
+        if q["answerable"]:
+            assert q["page"] in pages and q["facts"], q["id"]
+            assert all(fold(f) in pages[q["page"]] for f in q["facts"]), q["id"]
+        else:
+            assert q["page"] is None and q["facts"] == [], q["id"]
+    conversations = load_jsonl(f"{name}_conversations.jsonl")
+    assert len({c["id"] for c in conversations}) == len(conversations)
+    for c in conversations:
+        for t in c["turns"]:
+            facts = t.get("facts") or []
+            assert t["expect"] in ("answer", "decline", "handoff", "refuse", "order", "recommend")
+            if t["expect"] == "answer":
+                assert all(fold(f) in pages[t["page"]] for f in facts), (c["id"], t["user"])
+            if t["expect"] == "order":
+                assert c["customer_id"] is not None, c["id"]
+                for order in [int(f) for f in facts if f.isdigit()]:  # the customer's own
+                    assert orders[order][0] == c["customer_id"], (c["id"], t["user"])
+            if t["expect"] == "recommend":
+                assert set(facts) <= stocked, (c["id"], t["user"])

@@ -58,6 +58,8 @@ _ORDER_ID = re.compile(r"(?:\border\s*(?:number\s*|no\.?\s*)?#?\s*|#|\bMM-)(\d{4
 _MY_ORDER = re.compile(
     r"\bmy\s+(?:\w+\s+){0,3}(orders?|parcels?|package|delivery|purchase)\b"
     r"|\bwhat did i (order|buy)\b|\bi (just )?ordered\b|\border did i\b"
+    r"|\bi (just |recently |already )?(placed|made|put in|submitted) (an|a|the|my) (\w+ )?order\b"
+    r"|\b(the|that) order i (just |recently )?(placed|made)\b"
     r"|\b(has|have|did|is|are|was|were) my\s+(?:[\w-]+\s+){0,3}(shipped|arrived|dispatched|left|"
     r"been (sent|shipped|delivered|dispatched)|on (its|their) way|out for delivery)\b",
     re.I,
