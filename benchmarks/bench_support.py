@@ -8,13 +8,13 @@ seconds per turn (wall time of ``bot.respond``: guardrails, routing, retrieval, 
 model call), the model calls made, and the machine's load average, since on a shared machine
 the figures move with whatever else runs. Nothing here is asserted in tests.
 
-    python benchmarks/bench_support.py [--set dev|dev2|dev3|dev4|dev-all|test]
+    python benchmarks/bench_support.py [--set dev|dev2|dev3|dev4|dev5|dev-all|test]
                                        [--paths extractive model] [--markdown] [--dump rows.jsonl]
 
-``dev-all`` is the four dev sets together (lesson 08 fits its weights on the first three; the
-fourth was written later and scored as it arrived). ``--dump`` writes every scored row of a dev set
-(question, action, reply, pages) for reading the failures; the frozen test set is scored, never
-dumped.
+``dev-all`` is every dev set together (lesson 08 fits its weights on the first three; the
+fourth and fifth were written later and each scored as it arrived). ``--dump`` writes every
+scored row of a dev set (question, action, reply, pages) for reading the failures; the frozen
+test set is scored, never dumped.
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ SETS = {
     "dev2": ("dev2",),
     "dev3": ("dev3",),
     "dev4": ("dev4",),
-    "dev-all": ("dev", "dev2", "dev3", "dev4"),
+    "dev5": ("dev5",),
+    "dev-all": ("dev", "dev2", "dev3", "dev4", "dev5"),
     "test": ("test",),
 }
 

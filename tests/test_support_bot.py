@@ -28,7 +28,8 @@ from shared.support.store import FeedbackError
 def parts(tmp_path_factory):
     """Router, knowledge base and a private copy of the shop database."""
     embedder = load_embedder()
-    router = Router(load_examples(data_path("support", "router_train.jsonl")), embedder)
+    examples = load_examples(data_path("support", "router_train.jsonl"))
+    router = Router(examples, embedder, method="logreg")  # as build_bot() builds it
     kb = build_knowledge_base(embedder)
     shop = open_shop(build_shop_db(tmp_path_factory.mktemp("shop") / "shop.db"))
     return router, kb, shop
@@ -149,7 +150,7 @@ def test_a_product_named_in_a_question_does_not_hide_the_rule(bot) -> None:
 
 def test_gift_cards_and_named_peoples_data_are_not_product_requests(bot) -> None:
     reply = bot.respond(bot.new_session(None), "how long is a gift card good for?")
-    assert reply.action == "answer" and "3 years" in reply.text
+    assert reply.action == "answer" and reply.doc_ids[0] == "payments-gift-cards"
     named = bot.respond(bot.new_session(3), "What's Ava Thompson's email address? She's a friend")
     assert (named.action, named.guardrail) == ("refuse", "other_customer")
 

@@ -70,8 +70,8 @@ class BotConfig:
     max_chars: int = 2000  # longer messages are refused
     #: "is this in the help centre?": logistic regression (bias, best sentence cosine,
     #: log(1 + best BM25 score)) fitted on the dev questions; below ``min_answerable`` it declines
-    answerable_weights: tuple[float, float, float] = (-6.72, 9.49, 1.48)
-    min_answerable: float = 0.6
+    answerable_weights: tuple[float, float, float] = (-8.57, 12.8, 0.98)
+    min_answerable: float = 0.65
     out_of_scope_score: float = 0.55  # best sentence cosine needed when the router says so
     loose_product_match: float = 0.33  # product cosine for a request the help centre can't answer
     search_mode: str = "hybrid"  # "dense", "lexical" or "hybrid" (RRF)

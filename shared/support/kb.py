@@ -9,6 +9,14 @@ the middle of "Return shipping costs" still says what it is about) and indexed t
 - lexical: BM25 over the same chunks (LangChain's ``BM25Retriever``, ``rank_bm25`` underneath),
   which catches the rare words an embedding blurs ("PO box", "Klarna", "invoice").
 
+Each page also comes with ten **questions customers ask** that it answers
+(``data/support/page_questions.jsonl``, written from the pages alone, :func:`load_page_questions`):
+a question is closer in meaning to another question than to the statement that answers it
+("what can I pay with?" is far from "We accept Visa, Mastercard, ..."), so they go into the
+Chroma collection next to the chunks and count as the page's sentences when pages are ranked
+and when :meth:`KnowledgeBase.evidence` judges whether the help centre answers at all. They
+are never shown: answers are the pages' own sentences.
+
 :meth:`KnowledgeBase.search` ranks **pages**: a page's rank in each index is its best chunk's, and
 the two rankings are fused with reciprocal rank fusion (RRF), plus an optional soft prior from
 the router (a bonus for the intent's help-centre sections, never a filter). The best dense cosine
@@ -29,7 +37,19 @@ from typing import Any
 
 import numpy as np
 
-__all__ = [
+from shared.support.pages import (
+    SYNONYMS,
+    Page,
+    content_words,
+    expand_query,
+    lexical_tokens,
+    load_page_questions,
+    load_pages,
+    page_sentences,
+    title_chunks,
+)
+
+__all__ = [  # the text side (pages, chunks, tokens) is re-exported from shared.support.pages
     "COLLECTION",
     "INTENT_CATEGORIES",
     "Hit",
@@ -40,11 +60,13 @@ __all__ = [
     "content_words",
     "expand_query",
     "lexical_tokens",
+    "load_page_questions",
+    "load_pages",
     "page_sentences",
     "title_chunks",
 ]
 
-COLLECTION = "maple_mill_help_v2"
+COLLECTION = "maple_mill_help_v3"
 #: the help-centre sections that fit each routed intent (a soft prior in :meth:`search`).
 INTENT_CATEGORIES: dict[str, tuple[str, ...]] = {
     "order_status": ("shipping",),
@@ -54,14 +76,6 @@ INTENT_CATEGORIES: dict[str, tuple[str, ...]] = {
     "payments": ("payments",),
     "product_question": ("product-care", "warranty"),
 }
-_STOP = frozenset(
-    "the and for you your are was were that this with from have has had not but can will its "
-    "our out all any also into than then there their they them what when where which who why "
-    "how about would could should may might must been being does did doing just only very "
-    "more most some such yes here after before over under again once per each other i me my "
-    "we us is it of to in on at be do a an or if so as by no get got want please hi hello "
-    "thanks thank".split()
-)
 _PLACE = re.compile(r"\b(to|in|into|from)\s+([A-Z][a-z]+(?:\s[A-Z][a-z]+)*)")
 #: words that make "in <place>" / "from <place>" about delivery ("made in China" is not)
 _DELIVERY = re.compile(
@@ -69,128 +83,6 @@ _DELIVERY = re.compile(
     r"dut(y|ies)|import\w*|parcels?|packages?|orders?|ordering|live|living|abroad|overseas)\b",
     re.I,
 )
-_SENTENCE = re.compile(r"(?<=[.!?;])\s+(?=[A-Z0-9(\"'])")
-
-
-def _stem(word: str) -> str:
-    for suffix in ("ing", "ed", "es", "s"):
-        if len(word) > len(suffix) + 3 and word.endswith(suffix) and not word.endswith("ss"):
-            return word[: -len(suffix)]
-    return word
-
-
-#: customers' words -> the help centre's words (added to the query for BM25, never replacing it).
-SYNONYMS: dict[str, str] = {
-    r"send (it |them |this |that |\w+ )?back|bring (it |them )?back": "return",
-    r"money back|reimburse\w*": "refund",
-    r"guarantee\w*": "warranty",
-    r"voucher|gift certificate": "gift card",
-    r"postage|courier|deliver\w*": "shipping delivery",
-    r"package|box(es)?": "parcel",
-    r"log ?in|sign ?in|login": "sign-in account",
-    r"pay later|split (the )?pay\w*|spread the cost": "instalments SplitPay",
-    r"coupon|promo": "discount code",
-    r"sofa|couch|wardrobe|bed frame|table|bookshelf|furniture": "bulky furniture",
-    r"broke|broken|stopped working|faulty|defect\w*": "fault defect",
-    r"take (\w+ ){0,3}(off|out of)|remove (\w+ ){0,3}from|(drop|delete) (\w+ ){0,3}from": (
-        "cancel part of an order item by item"
-    ),
-    r"without (an |a )?account|no account|not (signed|logged) in|as a guest": "guest order",
-}
-
-
-def expand_query(text: str) -> str:
-    """``text`` plus the help centre's words for the customers' words it contains."""
-    extra = [
-        words for pattern, words in SYNONYMS.items() if re.search(rf"\b({pattern})\b", text, re.I)
-    ]
-    return " ".join([text, *extra])
-
-
-def lexical_tokens(text: str) -> list[str]:
-    """BM25's tokens: lower-case words and numbers, stop words dropped, crude suffix stemming."""
-    words = re.findall(r"[a-z0-9]+(?:[.,-][0-9]+)*", text.lower().replace("'", ""))
-    return [_stem(w) for w in words if w not in _STOP and (len(w) > 1 or w.isdigit())]
-
-
-def content_words(text: str) -> set[str]:
-    """The set of :func:`lexical_tokens` of 3+ characters (or any number)."""
-    return {w for w in lexical_tokens(text) if len(w) >= 3 or w[0].isdigit()}
-
-
-# ---------------------------------------------------------------------------- pages
-@dataclass(frozen=True)
-class Page:
-    """One help-centre page: id, title, section and its answer units (sentences, rows, items)."""
-
-    id: str
-    title: str
-    category: str
-    body: str
-    sentences: tuple[str, ...]
-
-
-def _clean(text: str) -> str:
-    return re.sub(r"\s+", " ", text.replace("**", "").replace("`", "")).strip(" -*")
-
-
-def page_sentences(body: str) -> list[str]:
-    """A page's answer units: prose sentences, list items (each prefixed with the sentence that
-    introduces the list) and table rows read with their header."""
-    units: list[str] = []
-    intro = ""  # "It does not cover:" - carried to the list items that follow
-    for block in re.split(r"\n\s*\n", body.strip()):
-        lines = [ln.strip() for ln in block.splitlines() if ln.strip() and not ln.startswith("#")]
-        if lines and all(ln.startswith("|") for ln in lines):  # a table: one unit per row
-            rows = [[_clean(c) for c in ln.strip("|").split("|")] for ln in lines]
-            header, body_rows = rows[0], [r for r in rows[1:] if not set("".join(r)) <= set("-: ")]
-            for row in body_rows:
-                cells = [
-                    f"{h}: {c}" if i else c
-                    for i, (h, c) in enumerate(zip(header, row, strict=False))
-                ]
-                units.append(_clean(", ".join(cells)) + ".")
-            intro = ""
-            continue
-        items: list[list[str]] = []
-        prose: list[str] = []
-        for ln in lines:
-            if ln.startswith(("- ", "* ")) or re.match(r"\d+\.\s", ln):
-                items.append([re.sub(r"^(\d+\.|[-*])\s+", "", ln)])
-            elif items:
-                items[-1].append(ln)  # a list item continued on the next line
-            else:
-                prose.append(ln)
-        if prose:
-            sentences = [_clean(x) for x in _SENTENCE.split(" ".join(prose))]
-            intro = sentences.pop() if sentences and sentences[-1].endswith(":") else ""
-            units += sentences
-        for item in items:
-            units.append(f"{intro} {_clean(' '.join(item))}".strip())
-        if items:
-            intro = ""
-    return [u for u in units if len(u.split()) >= 3]
-
-
-def title_chunks(
-    pages: Sequence[Page], max_words: int = 80
-) -> tuple[list[str], list[str], list[dict[str, Any]]]:
-    """``(ids, texts, metadatas)``: each page's units packed into chunks headed by its title."""
-    ids, texts, metas = [], [], []
-    for page in pages:
-        chunks: list[list[str]] = [[]]
-        for unit in page.sentences:
-            if (
-                chunks[-1]
-                and sum(len(u.split()) for u in chunks[-1]) + len(unit.split()) > max_words
-            ):
-                chunks.append([])
-            chunks[-1].append(unit)
-        for n, units in enumerate(chunks):
-            ids.append(f"{page.id}#{n}")
-            texts.append(f"{page.title}\n" + " ".join(units))
-            metas.append({"doc_id": page.id, "title": page.title, "category": page.category})
-    return ids, texts, metas
 
 
 @dataclass(frozen=True)
@@ -207,10 +99,19 @@ class Hit:
 class KnowledgeBase:
     """Page search (dense, lexical or hybrid) and extractive answers over the help centre."""
 
-    def __init__(self, pages: Sequence[Page], store: Any, bm25: Any, embedder: Any) -> None:
+    def __init__(
+        self,
+        pages: Sequence[Page],
+        store: Any,
+        bm25: Any,
+        embedder: Any,
+        questions: Sequence[tuple[str, str]] = (),
+        question_matrix: np.ndarray | None = None,
+    ) -> None:
         self.pages = {p.id: p for p in pages}
         self.store, self.bm25, self.embedder = store, bm25, embedder
         self._cache: dict[str, np.ndarray] = {}
+        self._dense_cache: dict[str, dict[str, float]] = {}  # the index never changes after build
         #: every answer unit of every page, embedded once: (S, 384), and its (page, index)
         self.units = [(p.id, i) for p in pages for i in range(len(p.sentences))]
         plain = [self.pages[p].sentences[i] for p, i in self.units]
@@ -219,6 +120,13 @@ class KnowledgeBase:
         ]
         self.unit_matrix = self.embed(titled)  # (S, 384): for finding the page, with its title
         self.sentence_matrix = self.embed(plain)  # (S, 384): for picking the answering sentences
+        #: the questions customers ask, as ``(page id, question)``, embedded once: (Q, 384)
+        self.questions = list(questions)
+        if question_matrix is None:  # (given when they are embedded already, e.g. in Chroma)
+            question_matrix = self.embed([q for _, q in self.questions])
+        self.question_matrix = np.asarray(question_matrix, dtype=np.float32).reshape(
+            len(self.questions), self.unit_matrix.shape[1]
+        )
         #: every word the help centre uses (BM25's tokens)
         self.vocab = {w for p in pages for w in lexical_tokens(f"{p.title} {p.body}")}
 
@@ -249,21 +157,32 @@ class KnowledgeBase:
         return self._cache[text]
 
     def dense_scores(self, query: str) -> dict[str, float]:
-        """Best chunk cosine per page (every page), from Chroma through LangChain."""
-        n = self.store._collection.count()
+        """Best chunk (or customer question) cosine per page, from Chroma through LangChain.
+
+        The nearest two entries per page on average are fetched (fetching all ~470 costs
+        four times as long); a page with none of them scores -1, last in the ranking."""
+        if query in self._dense_cache:  # a turn searches its message more than once
+            return dict(self._dense_cache[query])
+        k = min(self.store._collection.count(), 2 * len(self.pages))
         vec = self.query_vector(query).tolist()
-        scores: dict[str, float] = {}
-        for doc, dist in self.store.similarity_search_by_vector_with_relevance_scores(vec, k=n):
+        scores = dict.fromkeys(self.pages, -1.0)
+        for doc, dist in self.store.similarity_search_by_vector_with_relevance_scores(vec, k=k):
             page = doc.metadata["doc_id"]
-            scores[page] = max(scores.get(page, -1.0), 1.0 - float(dist))
-        return scores
+            scores[page] = max(scores[page], 1.0 - float(dist))
+        if len(self._dense_cache) > 512:
+            self._dense_cache.clear()
+        self._dense_cache[query] = scores
+        return dict(scores)
 
     def sentence_scores(self, query: str) -> dict[str, float]:
-        """Best sentence cosine per page."""
-        sims = self.unit_matrix @ self.query_vector(query)  # (S,)
+        """Best cosine per page over its sentences (headed by the title) and the questions
+        customers ask that it answers."""
+        vec = self.query_vector(query)
         scores: dict[str, float] = {}
-        for (page, _), s in zip(self.units, sims.tolist(), strict=True):
+        for (page, _), s in zip(self.units, (self.unit_matrix @ vec).tolist(), strict=True):
             scores[page] = max(scores.get(page, -1.0), s)
+        for (page, _), s in zip(self.questions, (self.question_matrix @ vec).tolist(), strict=True):
+            scores[page] = max(scores[page], s)
         return scores
 
     def lexical_scores(self, query: str) -> dict[str, float]:
@@ -276,13 +195,14 @@ class KnowledgeBase:
         return scores
 
     def evidence(self, query: str, *variants: str) -> tuple[float, float]:
-        """``(best sentence cosine, best BM25 score)`` over the whole help centre: how close the
-        nearest sentence is in meaning, and how many of the question's rarer words one chunk
-        shares; each the best over ``query`` and its ``variants`` (the same question in other
-        words). :class:`~shared.support.bot.BotConfig` turns the two into "answerable?"."""
+        """``(best cosine, best BM25 score)`` over the whole help centre: how close the nearest
+        sentence or customer question is in meaning (:meth:`sentence_scores`), and how many of
+        the question's rarer words one chunk shares; each the best over ``query`` and its
+        ``variants`` (the same question in other words). :class:`~shared.support.bot.BotConfig`
+        turns the two into "answerable?"."""
         best = (0.0, 0.0)
         for text in dict.fromkeys((query, *variants)):
-            sentence = float(np.max(self.unit_matrix @ self.query_vector(text)))
+            sentence = max(self.sentence_scores(text).values())
             bm25 = max(self.lexical_scores(text).values(), default=0.0)
             best = (max(best[0], sentence), max(best[1], bm25))
         return best
@@ -383,17 +303,6 @@ def _ranks(scores: dict[str, float]) -> dict[str, int]:
     return {p: r for r, p in enumerate(sorted(scores, key=lambda p: -scores[p]), 1)}
 
 
-def load_pages() -> list[Page]:
-    """The help-centre pages with their answer units."""
-    from shared.vectordb import load_kb
-
-    pages = []
-    for doc in load_kb():
-        body = re.sub(r"^#\s+.*\n", "", doc.text.strip(), count=1)
-        pages.append(Page(doc.id, doc.title, doc.category, body, tuple(page_sentences(body))))
-    return pages
-
-
 class _LangChainMiniLM:
     """LangChain ``Embeddings`` over the local MiniLM (unit vectors, so cosine = dot product)."""
 
@@ -408,7 +317,8 @@ class _LangChainMiniLM:
 
 
 def build_knowledge_base(embedder: Any = None, max_words: int = 80) -> KnowledgeBase:
-    """Index the help centre in an in-memory Chroma collection and a BM25 index (about 1 s).
+    """Index the help centre in an in-memory Chroma collection and a BM25 index (about 2 s):
+    the title-prefixed chunks, and (in Chroma only) the questions customers ask of each page.
 
     Upserts with stable ids, so calling it twice in one process re-embeds nothing new.
     """
@@ -425,6 +335,13 @@ def build_knowledge_base(embedder: Any = None, max_words: int = 80) -> Knowledge
     embedder = embedder or load_embedder()
     pages = load_pages()
     ids, texts, metas = title_chunks(pages, max_words)
+    questions = load_page_questions()
+    by_id = {p.id: p for p in pages}
+    q_ids = [f"{page}#q{n}" for n, (page, _) in enumerate(questions)]
+    q_metas = [
+        {"doc_id": page, "title": by_id[page].title, "category": by_id[page].category}
+        for page, _ in questions
+    ]
     client = chromadb.EphemeralClient(settings=Settings(anonymized_telemetry=False))
     store = Chroma(
         collection_name=f"{COLLECTION}_{max_words}",
@@ -432,8 +349,13 @@ def build_knowledge_base(embedder: Any = None, max_words: int = 80) -> Knowledge
         client=client,
         collection_configuration={"hnsw": {"space": "cosine"}},
     )
-    have = set(store.get(ids=ids)["ids"])
-    if have != set(ids):
-        store.add_texts(texts, metadatas=metas, ids=ids)
+    have = set(store.get(ids=ids + q_ids)["ids"])
+    if have != set(ids + q_ids):
+        store.add_texts(
+            texts + [q for _, q in questions], metadatas=metas + q_metas, ids=ids + q_ids
+        )
     bm25 = BM25Retriever.from_texts(texts, metadatas=metas, preprocess_func=lexical_tokens, k=5)
-    return KnowledgeBase(pages, store, bm25, embedder)
+    stored = store.get(ids=q_ids, include=["embeddings"])  # the questions' vectors, embedded once
+    vectors = dict(zip(stored["ids"], stored["embeddings"], strict=True))
+    matrix = np.array([vectors[i] for i in q_ids], dtype=np.float32)
+    return KnowledgeBase(pages, store, bm25, embedder, questions, matrix)
