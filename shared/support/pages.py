@@ -176,10 +176,8 @@ def load_pages() -> list[Page]:
 def load_page_questions() -> list[tuple[str, str]]:
     """``(page id, question)``: the questions customers ask that each help-centre page answers
     (``data/support/page_questions.jsonl``, ten per page)."""
-    import json
-
+    from shared.io import read_jsonl
     from shared.paths import data_path
 
-    path = data_path("support", "page_questions.jsonl")
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = read_jsonl(data_path("support", "page_questions.jsonl"), ("page", "question"))
     return [(r["page"], r["question"]) for r in rows]
