@@ -8,11 +8,11 @@ seconds per turn (wall time of ``bot.respond``: guardrails, routing, retrieval, 
 model call), the model calls made, and the machine's load average, since on a shared machine
 the figures move with whatever else runs. Nothing here is asserted in tests.
 
-    python benchmarks/bench_support.py [--set dev|dev2|dev3|dev4|dev5|dev-all|test]
+    python benchmarks/bench_support.py [--set dev|dev2|...|dev6|dev-all|test]
                                        [--paths extractive model] [--markdown] [--dump rows.jsonl]
 
 ``dev-all`` is every dev set together (lesson 08 fits its weights on the first three; the
-fourth and fifth were written later and each scored as it arrived). ``--dump`` writes every
+fourth to sixth were written later and each scored as it arrived). ``--dump`` writes every
 scored row of a dev set (question, action, reply, pages) for reading the failures; the frozen
 test set is scored, never dumped.
 """
@@ -39,7 +39,8 @@ SETS = {
     "dev3": ("dev3",),
     "dev4": ("dev4",),
     "dev5": ("dev5",),
-    "dev-all": ("dev", "dev2", "dev3", "dev4", "dev5"),
+    "dev6": ("dev6",),
+    "dev-all": ("dev", "dev2", "dev3", "dev4", "dev5", "dev6"),
     "test": ("test",),
 }
 

@@ -38,6 +38,14 @@ def test_recommendation_and_order_cues() -> None:
     assert not asks_for_order("I placed an order, can I still cancel it?", [])
     assert not asks_for_order("can I place an order by phone?", [])
     assert not asks_for_order("when will it arrive?", [], after_order=False)
+    # a product from one of the customer's orders names the order
+    assert asks_for_order("ok whatever. is my lantern delivered?", [], names_item=True)
+    assert asks_for_order("the camping stoves i sent back, is that all done?", [], names_item=True)
+    assert not asks_for_order("is my lantern delivered?", [], names_item=False)
+    assert not asks_for_order("the lantern arrived broken", [], names_item=True)
+    assert not asks_for_order("is there a store where I could see the lamp?", [], names_item=True)
+    # the customer knows the status and reports a problem: the help centre answers
+    assert not asks_for_order("it says delivered but i never got it", [], after_order=True)
 
 
 @pytest.mark.parametrize(

@@ -94,7 +94,7 @@ def test_scores_count_right_and_total() -> None:
     }
 
 
-_SETS = ("dev", "dev2", "dev3", "dev4", "test")
+_SETS = ("dev", "dev2", "dev3", "dev4", "dev5", "dev6", "test")
 
 
 @pytest.mark.parametrize("name", _SETS)

@@ -86,6 +86,11 @@ def test_mood_reads_shouting_full_width_and_chinese() -> None:
         ("How do I contact you by phone?", False),
         ("until what time is the live chat staffed?", False),
         ("Which person signs for a parcel?", False),
+        # when people can be reached is a question the help centre answers ...
+        ("In which days is possible to chat with a person from your team?", False),
+        ("then can i at least chat with someone on saturday", False),
+        # ... unless the customer wants one now
+        ("I want to talk to a person now, are you staffed on Saturdays?", True),
     ],
 )
 def test_requests_for_a_person(text, human) -> None:

@@ -24,6 +24,12 @@ def test_shop_queries_are_scoped_and_golden(shop) -> None:
     summary = shop.order_summary(9, 1048)
     assert "1048" in summary and "**processing**" in summary and "Next-day" in summary
     assert shop.order_summary(9, 1047) == "I can't find any orders in your account."
+    # an order named by a product in it: singular or plural, newest first, own orders only
+    assert shop.orders_naming(13, "ok whatever. is my lantern delivered?") == [1022]
+    assert shop.orders_naming(5, "the camping stoves i sent back") == [1011]
+    assert shop.orders_naming(20, "the order with the toaster and the duvets") == [1040]
+    assert shop.orders_naming(6, "is my lantern delivered?") == []
+    assert shop.orders_naming(None, "is my lantern delivered?") == []
     picks = shop.recommend(17)
     assert len(picks) == 3 and not {p["product_id"] for p in picks} & {
         row["product_id"]

@@ -230,7 +230,7 @@ class SupportBot:
         mood = assess_mood(text)
         route = self.router.route_many([text], self.kb.query_vector(text)[None, :])[0]
         base = Reply("", "answer", route.intent, route.confidence, mood.sentiment, mood.urgent)
-        if wants_human(text) or (route.intent == "talk_to_human" and route.confidence >= 0.7):
+        if wants_human(text, route.intent == "talk_to_human" and route.confidence >= 0.7):
             return self._handoff(s, sid, base, "you asked to talk to a person")
         if mood.upset:
             reason = "I can tell this has been frustrating, and a person can do more than I can"
@@ -239,9 +239,9 @@ class SupportBot:
             return self._handoff(s, sid, base, "you asked for a colleague to look into it")
 
         follow = is_follow_up(text, cfg.follow_up_words) and bool(s.topic or s.last_action)
-        after_order = s.last_action == "order"
-        if s.customer_id is not None and asks_for_order(text, ids, after_order):
-            order = ids[0] if ids else None
+        after_order, named = s.last_action == "order", self.shop.orders_naming(s.customer_id, text)
+        if s.customer_id is not None and asks_for_order(text, ids, after_order, bool(named)):
+            order = ids[0] if ids else (named or [None])[0]
             answer = self.shop.order_summary(s.customer_id, order)
             return replace(base, text=answer, action="order", sources=("your orders",))
         if s.customer_id is None and asks_for_order(text, ids, after_order):

@@ -76,6 +76,17 @@ _PROBLEM = re.compile(
     r"exchange|change|warranty|wash|clean|cost|fee|pay)\b",
     re.I,
 )
+#: where an order that a product names has got to ("did my lantern arrive?")
+_ITEM_STATUS = re.compile(
+    r"\b(arriv\w*|deliver\w*|shipped|dispatch\w*|status|track\w*|go(ne)? out|went out|"
+    r"left|on (its|their|the) way|all done|processed|where('s| is| are))\b",
+    re.I,
+)
+_NOT_RECEIVED = re.compile(
+    r"\b(never|not|didn'?t|did not|haven'?t|hasn'?t|has not|have not) "
+    r"(got|gotten|get|received?|arrived?|came|come|here)\b",
+    re.I,
+)
 _STATUS_CUE = re.compile(r"\b(says?|shows?|showing|status|marked|listed as)\b", re.I)
 _HOW_TO = re.compile(r"\b(how (do|can|should) i|can i|could i|policy)\b", re.I)
 _BARE_NUMBER = re.compile(r"(?<![\d$.,-])\b(\d{4})\b(?![\d.,-])")
@@ -164,21 +175,27 @@ def is_follow_up(text: str, max_words: int = 8) -> bool:
     return bool(_FOLLOW_UP.match(text)) or (len(words) <= max_words and bool(_PRONOUN.search(text)))
 
 
-def asks_for_order(text: str, order_ids: list[int], after_order: bool = False) -> bool:
+def asks_for_order(
+    text: str, order_ids: list[int], after_order: bool = False, names_item: bool = False
+) -> bool:
     """Whether a signed-in customer asks about their own order ("has my last order arrived?").
 
     A problem or policy question that mentions an order ("my order arrived damaged") is not an
     order lookup: the help centre answers it. ``after_order``: the previous answer was an order
-    and this message is a follow-up ("when will it arrive?").
+    and this message is a follow-up ("when will it arrive?"). ``names_item``: the message names
+    a product from one of the customer's orders ("is my lantern delivered?").
     """
     if order_ids and not _HOW_TO.search(text):
         return True  # an order number and no how-to question: look the order up
+    if names_item and _ITEM_STATUS.search(text) and not _PROBLEM.search(text):
+        return not _HOW_TO.search(text)
     mine = bool(order_ids or _MY_ORDER.search(text))
     if mine and (
         _STATUS_CUE.search(text) or (_ORDER_ASK.search(text) and not _PROBLEM.search(text))
     ):
         return True
-    return after_order and is_follow_up(text) and bool(_ORDER_FOLLOW.search(text))
+    follow = after_order and is_follow_up(text) and bool(_ORDER_FOLLOW.search(text))
+    return follow and not _NOT_RECEIVED.search(text)  # "it says delivered but I never got it"
 
 
 def order_ids(text: str, known: frozenset[int] = frozenset()) -> list[int]:

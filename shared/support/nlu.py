@@ -38,6 +38,7 @@ __all__ = [
     "Mood",
     "Route",
     "Router",
+    "asks_when_staffed",
     "assess_mood",
     "check_input",
     "detect_language",
@@ -231,9 +232,28 @@ _HUMAN = re.compile(
 )
 
 
-def wants_human(text: str) -> bool:
-    """Whether the message asks for a person, directly or not ("is there anyone I can call?")."""
-    return bool(_HUMAN.search(normalize(text)))
+#: a question about when people can be reached ("which days can I chat with a person?"),
+#: which the help centre answers; unless the customer also asks for one now ("I want ...")
+_WHEN_STAFFED = re.compile(
+    r"\b(when|what (time|times|hours|days)|which days|hours|open|staffed|available|weekends?|"
+    r"(on|at) (mon|tues|wednes|thurs|fri|satur|sun)days?|(on|at) night|in the evening)\b",
+    re.I,
+)
+_NOW = re.compile(r"\b(i want|i'?d like|i need|let me|put me|get me|give me|now|please)\b", re.I)
+
+
+def asks_when_staffed(text: str) -> bool:
+    """A question about when people can be reached ("is live chat open on Saturdays?"): the
+    help centre answers it, even though it names a person."""
+    text = normalize(text)
+    return bool(_WHEN_STAFFED.search(text)) and not _NOW.search(text)
+
+
+def wants_human(text: str, router_says: bool = False) -> bool:
+    """Whether the message asks for a person, directly or not ("is there anyone I can call?"),
+    or the router says so (``router_says``); never a question about when one can be reached
+    (:func:`asks_when_staffed`)."""
+    return not asks_when_staffed(text) and (router_says or bool(_HUMAN.search(normalize(text))))
 
 
 # ---------------------------------------------------------------------------- routing

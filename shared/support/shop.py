@@ -95,6 +95,19 @@ class ShopDB:
             )
         return orders
 
+    def orders_naming(self, customer_id: int | None, text: str) -> list[int]:
+        """The customer's orders, newest first, with a product that ``text`` names by its kind
+        ("did my lantern arrive?", "the order with the toaster and the duvets")."""
+        if customer_id is None:
+            return []
+        words = set(re.findall(r"[a-z]+", text.lower()))
+        words |= {w[: -len(end)] for w in words for end in ("s", "es") if w.endswith(end)}
+        return [
+            o["order_id"]
+            for o in self.orders(customer_id)
+            if any(_kind(i["name"], 1) in words for i in o["items"])
+        ]
+
     def order_summary(self, customer_id: int | None, order_id: int | None = None) -> str:
         """A plain-language status of one of the customer's orders (default: the latest)."""
         if customer_id is None:
@@ -147,9 +160,12 @@ class ShopDB:
         return self.query("SELECT * FROM products ORDER BY product_id")
 
 
-def _kind(name: str) -> str:
-    """A name's last word, sizes and notes left out ("Mill Forge Dutch Oven 5 L" -> "oven")."""
+def _kind(name: str, plain: int = 0) -> str:
+    """A name's last word, sizes and notes left out ("Mill Forge Dutch Oven 5 L" -> "oven");
+    with ``plain``, the word before a set's or a trio's ("Riverton Knife Set" -> "knife")."""
     words = [w for w in re.findall(r"[A-Za-z]+", re.sub(r"\(.*?\)", "", name)) if len(w) > 2]
+    if plain and len(words) > 1 and words[-1] in ("Set", "Trio"):
+        words.pop()
     return words[-1].lower() if words else ""
 
 
