@@ -59,7 +59,8 @@ KB_INTENTS = frozenset({"shipping", "returns_refunds", "account", "payments", "p
 class Guard:
     """A blocked message: which rule fired and the answer the customer sees."""
 
-    kind: str  # not_text | empty | too_long | injection | prompt_extraction | other_customer
+    kind: str  # not_text | empty | too_long | injection | prompt_extraction | beyond_powers |
+    # other_customer
     reply: str
 
 
@@ -80,6 +81,17 @@ _EXTRACTION = re.compile(
     r"(prompt|instructions?|rules|configuration)"
     r"|\brepeat (the|everything) (text )?(above|before)\b"
     r"|(系统|隐藏|原始|初始)(提示|指令|设定)|(告诉|显示|输出|打印).{0,8}(提示词|指令|设定)",
+    re.I | re.S,
+)
+#: a request that the assistant itself grant money or change an order ("just approve the
+#: refund", "put 20% off on my account", "change my price to the sale price"): people decide
+_BEYOND = re.compile(
+    r"\b(can|could|will|would) you\b.{0,25}\b(approve|authori[sz]e|grant)\b"
+    r"|\bjust (approve|authori[sz]e|issue|grant|refund)\b|\bi'?m authori[sz]ing you\b"
+    r"|\b(approve|authori[sz]e)\b.{0,30}\b(yourself|right now)\b"
+    r"|\b(apply|put|add|give( me)?|take)\b.{0,20}\b\d+ ?% (off|discount)\b.{0,30}"
+    r"\b(me|my|it|account|order)\b"
+    r"|\b(change|lower|adjust|set)\b.{0,15}\b(my|the) price\b",
     re.I | re.S,
 )
 _OTHER_CUSTOMER = re.compile(
@@ -132,6 +144,13 @@ def check_input(message: Any, max_chars: int = 2000, own_email: str | None = Non
             "injection",
             "I can't change how I work, but I can help with orders, shipping, returns, "
             "payments, your account or our products.",
+        )
+    if _BEYOND.search(text):
+        return Guard(
+            "beyond_powers",
+            "I can't approve refunds, change prices or add discounts myself: our team decides "
+            "those under the policies in the help centre. I can explain a policy, or pass this "
+            "to a colleague if you say so.",
         )
     emails = {e.lower().rstrip(".") for e in EMAIL.findall(text)}
     foreign = emails - {own_email.lower()} if own_email else emails
