@@ -155,12 +155,9 @@ def test_gift_cards_and_named_peoples_data_are_not_product_requests(bot) -> None
     assert (named.action, named.guardrail) == ("refuse", "other_customer")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known miss: the answering sentence starts with 'They' ('They are valid for 3 years') "
-    "and ranks sixth; strict, so a fix makes this test fail until the mark is removed",
-)
 def test_a_gift_card_question_is_answered_with_its_validity(bot) -> None:
+    # the answering sentence starts with "They" ("They are valid for 3 years"): it is ranked
+    # after the sentence before it, which says what "they" are
     reply = bot.respond(bot.new_session(None), "how long is a gift card good for?")
     assert reply.action == "answer" and "3 years" in reply.text
 

@@ -96,6 +96,9 @@ class Hit:
     lexical_rank: int  # 1 = BM25's best page
 
 
+_ANAPHOR = re.compile(r"(They|These|Those)\b")
+
+
 class KnowledgeBase:
     """Page search (dense, lexical or hybrid) and extractive answers over the help centre."""
 
@@ -119,7 +122,13 @@ class KnowledgeBase:
             f"{self.pages[p].title}: {s}" for (p, _), s in zip(self.units, plain, strict=True)
         ]
         self.unit_matrix = self.embed(titled)  # (S, 384): for finding the page, with its title
-        self.sentence_matrix = self.embed(plain)  # (S, 384): for picking the answering sentences
+        #: for picking the answering sentences; one that starts with a pronoun ("They are valid
+        #: for 3 years") is read after the sentence before it, which says what "they" are
+        plain = [
+            f"{self.pages[p].sentences[i - 1]} {s}" if i and _ANAPHOR.match(s) else s
+            for (p, i), s in zip(self.units, plain, strict=True)
+        ]
+        self.sentence_matrix = self.embed(plain)  # (S, 384)
         #: the questions customers ask, as ``(page id, question)``, embedded once: (Q, 384)
         self.questions = list(questions)
         if question_matrix is None:  # (given when they are embedded already, e.g. in Chroma)
