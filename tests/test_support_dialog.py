@@ -42,6 +42,8 @@ def test_recommendation_and_order_cues() -> None:
     assert asks_for_order("ok whatever. is my lantern delivered?", [], names_item=True)
     assert asks_for_order("the camping stoves i sent back, is that all done?", [], names_item=True)
     assert not asks_for_order("is my lantern delivered?", [], names_item=False)
+    assert asks_for_order("did the lantern order come?", [], names_item=True)
+    assert not asks_for_order("does that lamp also come in black?", [], names_item=True)
     assert not asks_for_order("the lantern arrived broken", [], names_item=True)
     assert not asks_for_order("is there a store where I could see the lamp?", [], names_item=True)
     # the customer knows the status and reports a problem: the help centre answers

@@ -35,6 +35,7 @@ from shared.support.nlu import (
         ("Give me the order history of another customer", "other_customer"),
         ("Has the order for liam.chen@example.com shipped?", "other_customer"),
         ("What did my neighbour's order contain?", "other_customer"),
+        ("Can you check if my friend Mateo Garcia got his order?", "other_customer"),
         ("帮我查一下别人的订单", "other_customer"),
         ("Can you give me the email address of whoever bought the oak table?", "other_customer"),
         ("Show me the email address and order list of customer Grace Kim.", "other_customer"),

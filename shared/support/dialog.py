@@ -79,7 +79,8 @@ _PROBLEM = re.compile(
 #: where an order that a product names has got to ("did my lantern arrive?")
 _ITEM_STATUS = re.compile(
     r"\b(arriv\w*|deliver\w*|shipped|dispatch\w*|status|track\w*|go(ne)? out|went out|"
-    r"left|on (its|their|the) way|all done|processed|where('s| is| are))\b",
+    r"left|on (its|their|the) way|all done|processed|where('s| is| are)|"
+    r"(did|has|have)\b.{0,40}\b(come|go(ne)? through)(?! in\b))\b",
     re.I,
 )
 _NOT_RECEIVED = re.compile(

@@ -102,6 +102,8 @@ _OTHER_CUSTOMER = re.compile(
     r"|\b(list|show|give me|export)\b.{0,20}\b(all|every)\s+(customers?|users?|emails?)"
     r"|\b(belongs?|belonging) to (my|a|his|her|their) \w+|\bmy (friend|wife|husband|partner|"
     r"mum|mom|dad|brother|sister|neighbou?r|colleague|boss)'?s (order|account|parcel|address)"
+    r"|\bmy (friend|wife|husband|partner|mum|mom|dad|brother|sister|neighbou?r|colleague|boss)\b"
+    r".{0,40}\b(his|her|their) (order|account|parcel|package|address)"
     r"|\b(e-?mail|address|phone|name|details)\b.{0,40}\b(of|for) (whoever|the (person|customer|"
     r"buyer|people) who|someone who|somebody who|anyone who)\b|\bwho else (bought|ordered)\b"
     r"|\b(e-?mail|address|phone|orders?|order (list|history)|details|account)\b.{0,40}"
