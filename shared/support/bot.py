@@ -68,9 +68,9 @@ class BotConfig:
     """The assistant's thresholds and budgets (chosen on the dev set, never on the test set)."""
 
     max_chars: int = 2000  # longer messages are refused
-    #: "is this in the help centre?": logistic regression (bias, best sentence cosine,
-    #: log(1 + best BM25 score)) fitted on the dev questions; below ``min_answerable`` it declines
-    answerable_weights: tuple[float, float, float] = (-8.57, 12.8, 0.98)
+    #: "answerable?": logistic regression on (1, best sentence cosine, log(1 + best BM25), best
+    #: cosine to a question no page answers), fitted on dev questions; declines below the next
+    answerable_weights: tuple[float, float, float, float] = (-7.2, 14.85, 0.98, -4.84)
     min_answerable: float = 0.65
     out_of_scope_score: float = 0.55  # best sentence cosine needed when the router says so
     loose_product_match: float = 0.33  # product cosine for a request the help centre can't answer
@@ -352,9 +352,10 @@ class SupportBot:
     def answerable(self, query: str) -> float:
         """The probability that the help centre answers ``query``: a logistic regression on
         :meth:`KnowledgeBase.evidence` with the weights of :class:`BotConfig`."""
-        cosine, bm25 = self.kb.evidence(query, self.products.generic(query))
-        bias, w_cosine, w_bm25 = self.config.answerable_weights
-        return 1.0 / (1.0 + math.exp(-(bias + w_cosine * cosine + w_bm25 * math.log1p(bm25))))
+        cosine, bm25, against = self.kb.evidence(query, self.products.generic(query))
+        bias, w_cosine, w_bm25, w_against = self.config.answerable_weights
+        z = bias + w_cosine * cosine + w_bm25 * math.log1p(bm25) + w_against * against
+        return 1.0 / (1.0 + math.exp(-z))
 
     def accept(self, draft: str, source: str) -> bool:
         """Whether a rephrasing may be shown (see :func:`accept_rephrasing`)."""
@@ -386,8 +387,7 @@ class SupportBot:
             f"{reason}. A person will reply by email within 1 business day; live chat is "
             "staffed Monday to Saturday, 8 am - 8 pm."
         )
-        if note:
-            text = f"{text}\n\n{note}"
+        text = f"{text}\n\n{note}" if note else text
         return replace(
             base, text=text, action="handoff", handoff=True, handoff_reason=reason, ticket_id=ticket
         )

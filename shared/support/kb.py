@@ -110,6 +110,7 @@ class KnowledgeBase:
         embedder: Any,
         questions: Sequence[tuple[str, str]] = (),
         question_matrix: np.ndarray | None = None,
+        unanswered: Sequence[tuple[str, str]] = (),
     ) -> None:
         self.pages = {p.id: p for p in pages}
         self.store, self.bm25, self.embedder = store, bm25, embedder
@@ -135,6 +136,12 @@ class KnowledgeBase:
             question_matrix = self.embed([q for _, q in self.questions])
         self.question_matrix = np.asarray(question_matrix, dtype=np.float32).reshape(
             len(self.questions), self.unit_matrix.shape[1]
+        )
+        #: questions next to each page's topic that no page answers, embedded once: (U, 384);
+        #: evidence against answering, never searched for pages
+        self.unanswered = list(unanswered)
+        self.unanswered_matrix = self.embed([q for _, q in self.unanswered]).reshape(
+            len(self.unanswered), self.unit_matrix.shape[1]
         )
         #: every word the help centre uses (BM25's tokens)
         self.vocab = {w for p in pages for w in lexical_tokens(f"{p.title} {p.body}")}
@@ -203,17 +210,20 @@ class KnowledgeBase:
             scores[page] = max(scores.get(page, 0.0), float(s))
         return scores
 
-    def evidence(self, query: str, *variants: str) -> tuple[float, float]:
-        """``(best cosine, best BM25 score)`` over the whole help centre: how close the nearest
-        sentence or customer question is in meaning (:meth:`sentence_scores`), and how many of
-        the question's rarer words one chunk shares; each the best over ``query`` and its
-        ``variants`` (the same question in other words). :class:`~shared.support.bot.BotConfig`
-        turns the two into "answerable?"."""
-        best = (0.0, 0.0)
+    def evidence(self, query: str, *variants: str) -> tuple[float, float, float]:
+        """``(best cosine, best BM25 score, best unanswered cosine)`` over the whole help
+        centre: how close the nearest sentence or customer question is in meaning
+        (:meth:`sentence_scores`), how many of the question's rarer words one chunk shares, and
+        how close the nearest question that no page answers is; each the best over ``query``
+        and its ``variants`` (the same question in other words).
+        :class:`~shared.support.bot.BotConfig` turns the three into "answerable?"."""
+        best = (0.0, 0.0, 0.0)
         for text in dict.fromkeys((query, *variants)):
             sentence = max(self.sentence_scores(text).values())
             bm25 = max(self.lexical_scores(text).values(), default=0.0)
-            best = (max(best[0], sentence), max(best[1], bm25))
+            vec = self.query_vector(text)
+            against = float(np.max(self.unanswered_matrix @ vec, initial=0.0))
+            best = (max(best[0], sentence), max(best[1], bm25), max(best[2], against))
         return best
 
     def search(
@@ -367,4 +377,5 @@ def build_knowledge_base(embedder: Any = None, max_words: int = 80) -> Knowledge
     stored = store.get(ids=q_ids, include=["embeddings"])  # the questions' vectors, embedded once
     vectors = dict(zip(stored["ids"], stored["embeddings"], strict=True))
     matrix = np.array([vectors[i] for i in q_ids], dtype=np.float32)
-    return KnowledgeBase(pages, store, bm25, embedder, questions, matrix)
+    unanswered = load_page_questions("page_unanswered.jsonl")
+    return KnowledgeBase(pages, store, bm25, embedder, questions, matrix, unanswered)

@@ -173,11 +173,13 @@ def load_pages() -> list[Page]:
     return pages
 
 
-def load_page_questions() -> list[tuple[str, str]]:
+def load_page_questions(name: str = "page_questions.jsonl") -> list[tuple[str, str]]:
     """``(page id, question)``: the questions customers ask that each help-centre page answers
-    (``data/support/page_questions.jsonl``, ten per page)."""
+    (``data/support/page_questions.jsonl``, ten per page), or, with
+    ``name="page_unanswered.jsonl"``, questions next to each page's topic that no page answers
+    (six per page: a carrier, a country or a detail the help centre never mentions)."""
     from shared.io import read_jsonl
     from shared.paths import data_path
 
-    rows = read_jsonl(data_path("support", "page_questions.jsonl"), ("page", "question"))
+    rows = read_jsonl(data_path("support", name), ("page", "question"))
     return [(r["page"], r["question"]) for r in rows]
