@@ -77,17 +77,19 @@ def test_evidence_is_stronger_for_a_question_the_help_centre_answers(kb) -> None
 
 
 def test_questions_no_page_answers_are_evidence_against(kb) -> None:
-    assert len(kb.unanswered) == 240 and {p for p, _ in kb.unanswered} == set(kb.pages)
+    assert len(kb.unanswered) == 480 and {p for p, _ in kb.unanswered} == set(kb.pages)
     page, question = kb.unanswered[0]
     assert kb.evidence(question)[2] == pytest.approx(1.0, abs=1e-3)
     # never searched for pages or quoted: not in Chroma, not in the sentence scores
     assert kb.sentence_scores(question)[page] < 0.95
     assert question not in {d.page_content for d in kb.store.similarity_search(question, k=5)}
-    # a question next to a page's topic that no page answers sits closer to them than one that
-    # a page answers
-    near = kb.evidence("which courier company delivers my parcel, UPS or FedEx?")
-    answered = kb.evidence("how long does standard delivery take?")
-    assert near[2] > answered[2] + 0.05
+    # a question next to a page's topic that no page answers is at least as close to one of
+    # them as to what the pages say or are asked; one that a page answers is closer to the page
+    for near in ("which courier company delivers my parcel, UPS or FedEx?", "do you gift wrap?"):
+        cosine, _, against = kb.evidence(near)
+        assert against > cosine
+    cosine, _, against = kb.evidence("how long does standard delivery take?")
+    assert cosine > against + 0.1
 
 
 def test_evidence_is_the_best_over_the_question_and_its_variants(kb) -> None:

@@ -70,7 +70,7 @@ class BotConfig:
     max_chars: int = 2000  # longer messages are refused
     #: "answerable?": logistic regression on (1, best sentence cosine, log(1 + best BM25), best
     #: cosine to a question no page answers), fitted on dev questions; declines below the next
-    answerable_weights: tuple[float, float, float, float] = (-7.2, 14.85, 0.98, -4.84)
+    answerable_weights: tuple[float, float, float, float] = (-6.86, 14.73, 1.02, -5.1)
     min_answerable: float = 0.65
     out_of_scope_score: float = 0.55  # best sentence cosine needed when the router says so
     loose_product_match: float = 0.33  # product cosine for a request the help centre can't answer

@@ -177,7 +177,7 @@ def load_page_questions(name: str = "page_questions.jsonl") -> list[tuple[str, s
     """``(page id, question)``: the questions customers ask that each help-centre page answers
     (``data/support/page_questions.jsonl``, ten per page), or, with
     ``name="page_unanswered.jsonl"``, questions next to each page's topic that no page answers
-    (six per page: a carrier, a country or a detail the help centre never mentions)."""
+    (twelve per page: a carrier, a country or a detail the help centre never mentions)."""
     from shared.io import read_jsonl
     from shared.paths import data_path
 
