@@ -99,6 +99,8 @@ def test_mood_reads_shouting_full_width_and_chinese() -> None:
         ("then can i at least chat with someone on saturday", False),
         # ... unless the customer wants one now
         ("I want to talk to a person now, are you staffed on Saturdays?", True),
+        ("is a real person available to talk?", True),
+        ("can you open a ticket with a human?", True),
     ],
 )
 def test_requests_for_a_person(text, human) -> None:

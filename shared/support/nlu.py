@@ -256,8 +256,8 @@ _HUMAN = re.compile(
 #: a question about when people can be reached ("which days can I chat with a person?"),
 #: which the help centre answers; unless the customer also asks for one now ("I want ...")
 _WHEN_STAFFED = re.compile(
-    r"\b(when|what (time|times|hours|days)|which days|hours|open|staffed|available|weekends?|"
-    r"(on|at) (mon|tues|wednes|thurs|fri|satur|sun)days?|(on|at) night|in the evening)\b",
+    r"\b(what (time|times|hours|days)|which days|opening hours|open (on|at|until|till)|staffed|"
+    r"(on|at) (weekends?|(mon|tues|wednes|thurs|fri|satur|sun)days?|night)|in the evening)\b",
     re.I,
 )
 _NOW = re.compile(r"\b(i want|i'?d like|i need|let me|put me|get me|give me|now|please)\b", re.I)
